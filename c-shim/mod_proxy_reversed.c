@@ -1,0 +1,495 @@
+/*
+ * mod_proxy_reversed: the C shim.
+ *
+ * This file owns everything that only C should touch: the module symbol, the
+ * directive table, hook registration, and every field of httpd's and
+ * mod_proxy's structs. The logic (configuration, listeners, handshake, pools,
+ * status) lives in Rust behind the narrow API of rust_api.h.
+ */
+#include "httpd.h"
+#include "http_config.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "ap_mpm.h"
+#include "mpm_common.h"
+#include "mod_proxy.h"
+#include "apr_strings.h"
+#include "apr_portable.h"
+
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include "shim.h"
+#include "rust_api.h"
+
+#if !AP_MODULE_MAGIC_AT_LEAST(20120211, 130)
+#error "mod_proxy_reversed needs httpd 2.4.59 or later (ap_proxy_determine_address)"
+#endif
+
+/* The one symbol httpd looks up (LoadModule); everything else stays hidden. */
+#define PRX_EXPORT __attribute__((visibility("default")))
+PRX_EXPORT module AP_MODULE_DECLARE_DATA proxy_reversed_module;
+APLOG_USE_MODULE(proxy_reversed);
+
+#define PRX_FN "PROXY_REVERSED"
+#define PRX_INNER_NOTE "proxy-reversed-inner"
+#define PRX_ERRLEN 512
+
+/* Compile-time check that the levels the Rust side uses are httpd's. */
+typedef char prx_levels_match[(PRX_LOG_ERR == APLOG_ERR && PRX_LOG_WARNING == APLOG_WARNING
+                               && PRX_LOG_NOTICE == APLOG_NOTICE && PRX_LOG_INFO == APLOG_INFO
+                               && PRX_LOG_DEBUG == APLOG_DEBUG) ? 1 : -1];
+
+/* ------------------------------------------------------------------ */
+/* Services offered to Rust (shim.h)                                   */
+/* ------------------------------------------------------------------ */
+
+void prx_log(int level, const char *msg)
+{
+    if (ap_server_conf) {
+        ap_log_error(APLOG_MARK, level, 0, ap_server_conf, "%s", msg);
+    }
+    else {
+        ap_log_error(APLOG_MARK, level | APLOG_STARTUP, 0, NULL, "mod_proxy_reversed: %s", msg);
+    }
+}
+
+int prx_log_enabled(int level)
+{
+    if (!ap_server_conf) {
+        return level <= APLOG_NOTICE;
+    }
+    return APLOG_MODULE_IS_LEVEL(ap_server_conf, APLOG_MODULE_INDEX, level);
+}
+
+/* Per-process table: the workers (in this child) that carry each node, found
+ * in child_init by name. worker->context belongs to mod_proxy_cluster and is
+ * never used here. */
+typedef struct prx_worker_ref {
+    int node;
+    proxy_worker *worker;
+    struct prx_worker_ref *next;
+} prx_worker_ref;
+static prx_worker_ref *prx_workers;
+
+void prx_node_ready(int node)
+{
+    prx_worker_ref *w;
+    for (w = prx_workers; w; w = w->next) {
+        if (w->node == node && w->worker->s
+            && (w->worker->s->status & PROXY_WORKER_IN_ERROR)) {
+            /* A connection is here: the member is usable again at once,
+             * instead of after its retry period. */
+            w->worker->s->status &= ~PROXY_WORKER_IN_ERROR;
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf,
+                         "cleared the error state of worker %s: a reversed connection arrived",
+                         w->worker->s->name_ex);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Directives                                                          */
+/* ------------------------------------------------------------------ */
+
+static const char *prx_cmd_node(cmd_parms *cmd, void *dummy, int argc, char *const argv[])
+{
+    char err[PRX_ERRLEN];
+    const char *ctx = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    if (ctx) {
+        return ctx;
+    }
+    if (prx_cfg_node(argc, (const char *const *)argv, err, sizeof(err)) != 0) {
+        return apr_pstrcat(cmd->pool, cmd->cmd->name, ": ", err, NULL);
+    }
+    return NULL;
+}
+
+static const char *prx_cmd_global(cmd_parms *cmd, void *dummy, const char *value)
+{
+    char err[PRX_ERRLEN];
+    const char *ctx = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    if (ctx) {
+        return ctx;
+    }
+    if (prx_cfg_global(cmd->cmd->name, value, err, sizeof(err)) != 0) {
+        return apr_pstrcat(cmd->pool, cmd->cmd->name, ": ", err, NULL);
+    }
+    return NULL;
+}
+
+static const command_rec prx_cmds[] = {
+    AP_INIT_TAKE_ARGV("ProxyReversed", prx_cmd_node, NULL, RSRC_CONF,
+                      "ProxyReversed <node> <worker-url> <listen-address>:<first>-<last> "
+                      "[secret=<file>] [auth=hmac|none] [allow=<net>[,<net>...]] "
+                      "[wait=<time>] [maxidle=<n>]"),
+    AP_INIT_TAKE1("ProxyReversedHandshakeTimeout", prx_cmd_global, NULL, RSRC_CONF,
+                  "How long a dialer may take to complete the handshake (default 3s)"),
+    AP_INIT_TAKE1("ProxyReversedMaxHandshakes", prx_cmd_global, NULL, RSRC_CONF,
+                  "Connections in handshake at once, per child (default 64)"),
+    {NULL}
+};
+
+/* ------------------------------------------------------------------ */
+/* Configuration hooks                                                 */
+/* ------------------------------------------------------------------ */
+
+static int prx_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp)
+{
+    prx_cfg_reset();
+    return OK;
+}
+
+/* Calls fn on every worker of every server: ProxyPass workers and balancer members. */
+static void prx_each_worker(server_rec *main_s, void (*fn)(proxy_worker *, void *), void *baton)
+{
+    server_rec *s;
+    for (s = main_s; s; s = s->next) {
+        proxy_server_conf *conf = ap_get_module_config(s->module_config, &proxy_module);
+        int i, j;
+        if (!conf) {
+            continue;
+        }
+        if (conf->workers) {
+            proxy_worker *w = (proxy_worker *)conf->workers->elts;
+            for (i = 0; i < conf->workers->nelts; i++) {
+                fn(&w[i], baton);
+            }
+        }
+        if (conf->balancers) {
+            proxy_balancer *b = (proxy_balancer *)conf->balancers->elts;
+            for (i = 0; i < conf->balancers->nelts; i++) {
+                proxy_worker **bw = (proxy_worker **)b[i].workers->elts;
+                for (j = 0; j < b[i].workers->nelts; j++) {
+                    fn(bw[j], baton);
+                }
+            }
+        }
+    }
+}
+
+static const char *prx_worker_name(proxy_worker *w)
+{
+    return w->s->name_ex[0] ? w->s->name_ex : w->s->name;
+}
+
+static void prx_check_one(proxy_worker *w, void *baton)
+{
+    if (!w->s) {
+        return;
+    }
+    prx_cfg_saw_worker(prx_worker_name(w));
+    if (prx_node_for_worker(prx_worker_name(w)) >= 0) {
+        /* Pooled connections must survive their release. */
+        w->s->is_address_reusable = 1;
+        w->s->disablereuse = 0;
+    }
+}
+
+static int prx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    char err[PRX_ERRLEN];
+    if (prx_node_count() == 0) {
+        return OK;
+    }
+    prx_each_worker(s, prx_check_one, NULL);
+    if (prx_cfg_check(err, sizeof(err)) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                     "ProxyReversed: %s", err);
+        return !OK;
+    }
+    return OK;
+}
+
+static apr_status_t prx_pconf_cleanup_c(void *unused)
+{
+    prx_pconf_cleanup();
+    return APR_SUCCESS;
+}
+
+static int prx_hook_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
+{
+    char err[PRX_ERRLEN];
+    int daemons = 0, threads = 0;
+    if (prx_node_count() == 0) {
+        return OK;
+    }
+    ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &daemons);
+    ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
+    if (prx_post_config(daemons, threads, err, sizeof(err)) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "ProxyReversed: %s", err);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    apr_pool_cleanup_register(pconf, NULL, prx_pconf_cleanup_c, apr_pool_cleanup_null);
+    return OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Child lifecycle                                                     */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    apr_pool_t *p;
+} prx_collect_baton;
+
+static void prx_collect_one(proxy_worker *w, void *baton)
+{
+    prx_collect_baton *b = baton;
+    int node;
+    if (!w->s) {
+        return;
+    }
+    node = prx_node_for_worker(prx_worker_name(w));
+    if (node >= 0) {
+        prx_worker_ref *ref = apr_palloc(b->p, sizeof(*ref));
+        ref->node = node;
+        ref->worker = w;
+        ref->next = prx_workers;
+        prx_workers = ref;
+    }
+}
+
+static apr_status_t prx_child_exit_c(void *unused)
+{
+    prx_child_exit();
+    prx_workers = NULL;
+    return APR_SUCCESS;
+}
+
+static void prx_hook_child_init(apr_pool_t *pchild, server_rec *s)
+{
+    prx_collect_baton b;
+    if (prx_node_count() == 0) {
+        return;
+    }
+    b.p = pchild;
+    prx_workers = NULL;
+    prx_each_worker(s, prx_collect_one, &b);
+    prx_child_init();
+    /* A pre-cleanup runs before pchild's subpools (mod_proxy's connection
+     * pools) are destroyed: the accept thread is joined first. */
+    apr_pool_pre_cleanup_register(pchild, NULL, prx_child_exit_c);
+}
+
+#if AP_MODULE_MAGIC_AT_LEAST(20120211, 110)
+static void prx_hook_child_stopping(apr_pool_t *pchild, int graceful)
+{
+    if (prx_node_count() > 0) {
+        prx_child_stopping(graceful);
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------ */
+/* The handoff                                                         */
+/* ------------------------------------------------------------------ */
+
+static apr_status_t prx_conn_retired(void *data)
+{
+    prx_fd_retired((int)(apr_uintptr_t)data);
+    return APR_SUCCESS;
+}
+
+/* Wraps a backend-initiated fd into conn->sock, as ap_proxy_connect_backend
+ * would have left a freshly dialled socket. The caller holds the connection. */
+static apr_status_t prx_attach(proxy_conn_rec *conn, proxy_worker *worker, proxy_server_conf *conf,
+                               request_rec *r, int node, int fd)
+{
+    apr_os_sock_info_t info;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    apr_status_t rv;
+    apr_interval_time_t timeout;
+
+    memset(&info, 0, sizeof(info));
+    info.os_sock = &fd;
+    info.family = (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) ? ss.ss_family : AF_INET;
+    info.type = SOCK_STREAM;
+    info.protocol = IPPROTO_TCP;
+    /* local/remote NULL: APR looks them up lazily if anyone asks. apr_os_sock_make
+     * registers the close on conn->scpool, so socket_cleanup() closes the fd. */
+    rv = apr_os_sock_make(&conn->sock, &info, conn->scpool);
+    if (rv != APR_SUCCESS) {
+        close(fd);
+        conn->sock = NULL;
+        return rv;
+    }
+    /* Counts the connection as retired when mod_proxy closes it. */
+    apr_pool_cleanup_register(conn->scpool, (void *)(apr_uintptr_t)node, prx_conn_retired,
+                              apr_pool_cleanup_null);
+
+    if (worker->s->timeout_set) {
+        timeout = worker->s->timeout;
+    }
+    else if (conf->timeout_set) {
+        timeout = conf->timeout;
+    }
+    else {
+        timeout = r->server->timeout;
+    }
+    apr_socket_timeout_set(conn->sock, timeout);
+    apr_socket_opt_set(conn->sock, APR_TCP_NODELAY, 1);
+    if (worker->s->keepalive) {
+        apr_socket_opt_set(conn->sock, APR_SO_KEEPALIVE, 1);
+    }
+    if (worker->s->recv_buffer_size_set && worker->s->recv_buffer_size > 0) {
+        apr_socket_opt_set(conn->sock, APR_SO_RCVBUF, (apr_int32_t)worker->s->recv_buffer_size);
+    }
+    else if (conf->recv_buffer_size_set && conf->recv_buffer_size > 0) {
+        apr_socket_opt_set(conn->sock, APR_SO_RCVBUF, (apr_int32_t)conf->recv_buffer_size);
+    }
+    return APR_SUCCESS;
+}
+
+/*
+ * The handoff design: "shadow worker" (design b' of the notes).
+ *
+ * Of the three designs, this is the one that is race-free under the event MPM
+ * and still reuses the unmodified mod_proxy_ajp / mod_proxy_http:
+ *  - seed-and-decline releases the seeded connection before mod_proxy_ajp
+ *    acquires one, so another thread can take it and the request then dials
+ *    the sentinel;
+ *  - our own scheme handler would mean reimplementing the AJP and HTTP clients.
+ * Here we acquire a connection of the real worker, give it a socket if it has
+ * no live one, and run the scheme handlers on a per-request copy of the worker
+ * whose pool holds exactly that connection (no reslist), so the inner
+ * acquire can only get our connection. Afterwards the connection, with its
+ * socket if mod_proxy kept it (AJP reuse / HTTP keep-alive), goes back to the
+ * real worker's pool, and the next request reuses it without any handoff.
+ * When no connection arrives within the node's wait time we answer 503
+ * ourselves: mod_proxy never dials the sentinel for want of a connection.
+ */
+static int prx_scheme_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
+                              char *url, const char *proxyhost, apr_port_t proxyport)
+{
+    proxy_conn_rec *conn = NULL;
+    proxy_worker shadow;
+    proxy_conn_pool shadow_cp;
+    int node, status, fd, wait_ms = 0;
+
+    if (proxyhost || !worker->s || !worker->cp || apr_table_get(r->notes, PRX_INNER_NOTE)) {
+        return DECLINED;
+    }
+    node = prx_node_for_worker(prx_worker_name(worker));
+    if (node < 0) {
+        return DECLINED;
+    }
+
+    status = ap_proxy_acquire_connection(PRX_FN, &conn, worker, r->server);
+    if (status != OK) {
+        return status;
+    }
+    /* Give the copy below a stable, already resolved address to borrow, so
+     * that nothing is resolved again per request. */
+    if (!conn->address && worker->s->hostname_ex[0]) {
+        if (ap_proxy_determine_address(PRX_FN, conn, worker->s->hostname_ex, worker->s->port,
+                                       0, r, NULL) != APR_SUCCESS) {
+            ap_proxy_release_connection(PRX_FN, conn, r->server);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    /* A pooled connection that still has its live socket is reused as is;
+     * a dead or unused one gets a fresh backend-initiated socket. */
+    if (!conn->sock
+        || ap_proxy_check_connection(PRX_FN, conn, r->server, 0, PROXY_CHECK_CONN_EMPTY) != APR_SUCCESS) {
+        /* A failed check has closed the socket (socket_cleanup): conn->sock is NULL. */
+        fd = prx_take_fd(node, &wait_ms);
+        if (fd < 0) {
+            ap_proxy_release_connection(PRX_FN, conn, r->server);
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                          "no reversed connection for worker %s arrived within %d ms",
+                          prx_worker_name(worker), wait_ms);
+            apr_table_setn(r->notes, "error-notes", "No backend connection is available.");
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
+        if (prx_attach(conn, worker, conf, r, node, fd) != APR_SUCCESS) {
+            ap_proxy_release_connection(PRX_FN, conn, r->server);
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
+        /* With a live connection in hand, a stale "in error" state would only
+         * make mod_proxy's own check close it again. */
+        if (worker->s->status & PROXY_WORKER_IN_ERROR) {
+            worker->s->status &= ~PROXY_WORKER_IN_ERROR;
+        }
+    }
+
+    shadow = *worker;
+    shadow_cp = *worker->cp;
+    shadow_cp.res = NULL;
+    shadow_cp.conn = conn;
+    shadow.cp = &shadow_cp;
+
+    apr_table_setn(r->notes, PRX_INNER_NOTE, "1");
+    status = proxy_run_scheme_handler(r, &shadow, conf, url, proxyhost, proxyport);
+    apr_table_unset(r->notes, PRX_INNER_NOTE);
+
+    /* The inner handler released the connection into shadow_cp.conn. */
+    conn = shadow_cp.conn;
+    if (conn) {
+        conn->worker = worker;
+        ap_proxy_release_connection(PRX_FN, conn, r->server);
+    }
+    return status;
+}
+
+/* ------------------------------------------------------------------ */
+/* Status handler                                                      */
+/* ------------------------------------------------------------------ */
+
+static int prx_status_handler(request_rec *r)
+{
+    size_t len = 0;
+    char *doc;
+    int json;
+    if (!r->handler || strcmp(r->handler, "proxy-reversed-status") != 0) {
+        return DECLINED;
+    }
+    if (r->method_number != M_GET) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    json = r->args && (strcmp(r->args, "json") == 0 || strstr(r->args, "format=json") != NULL);
+    ap_set_content_type(r, json ? "application/json" : "text/plain; charset=utf-8");
+    apr_table_setn(r->headers_out, "Cache-Control", "no-store");
+    if (r->header_only) {
+        return OK;
+    }
+    doc = prx_status_render(json, &len);
+    if (doc) {
+        ap_rwrite(doc, (int)len, r);
+        prx_string_free(doc);
+    }
+    return OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Registration                                                        */
+/* ------------------------------------------------------------------ */
+
+static void prx_register_hooks(apr_pool_t *p)
+{
+    static const char *const after_proxy[] = {"mod_proxy.c", "mod_proxy_balancer.c", NULL};
+
+    ap_hook_pre_config(prx_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(prx_check_config, after_proxy, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(prx_hook_post_config, after_proxy, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(prx_hook_child_init, after_proxy, NULL, APR_HOOK_MIDDLE);
+#if AP_MODULE_MAGIC_AT_LEAST(20120211, 110)
+    ap_hook_child_stopping(prx_hook_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+#endif
+    proxy_hook_scheme_handler(prx_scheme_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    ap_hook_handler(prx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+PRX_EXPORT module AP_MODULE_DECLARE_DATA proxy_reversed_module = {
+    STANDARD20_MODULE_STUFF,
+    NULL,               /* per-directory config creator */
+    NULL,               /* dir config merger */
+    NULL,               /* server config creator */
+    NULL,               /* server config merger */
+    prx_cmds,           /* command table */
+    prx_register_hooks, /* hook registration */
+    AP_MODULE_FLAG_NONE
+};

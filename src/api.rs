@@ -1,0 +1,170 @@
+//! Process-wide state behind the C API (ffi.rs is its only caller).
+//!
+//! Parent: `BUILDER` collects one configuration read, `FROZEN` holds the final
+//! configuration and the shared status table after post_config. Each child
+//! inherits both through fork and starts its `Child` in child_init. Nothing
+//! here is meant to survive a restart: pre_config resets it all.
+
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use once_cell::sync::OnceCell;
+
+use crate::child::Child;
+use crate::config::{Builder, Config};
+use crate::log;
+use crate::stats::{Table, MAX_NODES};
+
+struct Frozen {
+    cfg: Arc<Config>,
+    table: Option<Arc<Table>>,
+}
+
+static BUILDER: Mutex<Option<Builder>> = Mutex::new(None);
+static FROZEN: Mutex<Option<Frozen>> = Mutex::new(None);
+/// Set once per child process (child_init runs once in each child).
+static CHILD: OnceCell<&'static Child> = OnceCell::new();
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn cfg_reset() {
+    *lock(&BUILDER) = Some(Builder::default());
+}
+
+fn with_builder<R>(f: impl FnOnce(&mut Builder) -> R) -> R {
+    let mut g = lock(&BUILDER);
+    f(g.get_or_insert_with(Builder::default))
+}
+
+pub fn cfg_node(args: &[&str]) -> Result<(), String> {
+    with_builder(|b| {
+        if b.cfg.nodes.len() >= MAX_NODES {
+            return Err(format!("at most {MAX_NODES} reversed nodes can be declared"));
+        }
+        b.add_node(args).map_err(|e| e.to_string())
+    })
+}
+
+pub fn cfg_global(name: &str, value: &str) -> Result<(), String> {
+    with_builder(|b| b.set_global(name, value).map_err(|e| e.to_string()))
+}
+
+pub fn cfg_saw_worker(name: &str) {
+    with_builder(|b| b.saw_worker(name))
+}
+
+pub fn cfg_check() -> Result<(), String> {
+    with_builder(|b| b.check().map_err(|e| e.to_string()))
+}
+
+pub fn post_config(max_children: usize, threads_per_child: usize) -> Result<(), String> {
+    let cfg = Arc::new(with_builder(|b| b.cfg.clone()));
+    if threads_per_child <= 1 {
+        for n in &cfg.nodes {
+            if n.range.len() < max_children {
+                log::warn(&format!(
+                    "node '{}': its range {} has {} ports, but this MPM runs one connection per child and up to {} children: children beyond the range answer 503 for the node (make the range cover MaxRequestWorkers)",
+                    n.name,
+                    n.range,
+                    n.range.len(),
+                    max_children
+                ));
+            }
+        }
+    }
+    let table = match Table::new(max_children) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            log::warn(&format!("no shared status table ({e}): the status page shows only the child that serves it"));
+            None
+        }
+    };
+    *lock(&FROZEN) = Some(Frozen { cfg, table });
+    Ok(())
+}
+
+pub fn pconf_cleanup() {
+    *lock(&FROZEN) = None;
+}
+
+pub fn node_for_worker(name: &str) -> Option<usize> {
+    if let Some(c) = CHILD.get() {
+        return c.cfg.node_for_worker(name);
+    }
+    if let Some(f) = lock(&FROZEN).as_ref() {
+        return f.cfg.node_for_worker(name);
+    }
+    with_builder(|b| b.cfg.node_for_worker(name))
+}
+
+pub fn node_count() -> usize {
+    if let Some(c) = CHILD.get() {
+        return c.cfg.nodes.len();
+    }
+    if let Some(f) = lock(&FROZEN).as_ref() {
+        return f.cfg.nodes.len();
+    }
+    with_builder(|b| b.cfg.nodes.len())
+}
+
+pub fn child_init() {
+    let (cfg, table) = match lock(&FROZEN).as_ref() {
+        Some(f) => (f.cfg.clone(), f.table.clone()),
+        None => {
+            log::error("child_init before post_config: reversed nodes are not served in this child");
+            return;
+        }
+    };
+    if cfg.nodes.is_empty() {
+        return;
+    }
+    match Child::start(cfg, table) {
+        Ok(c) => {
+            let _ = CHILD.set(c);
+        }
+        Err(e) => log::error(&format!("cannot start the reversed-connection listener thread: {e}")),
+    }
+}
+
+pub fn child_stopping(graceful: bool) {
+    if let Some(c) = CHILD.get() {
+        c.stopping(graceful);
+    }
+}
+
+pub fn child_exit() {
+    if let Some(c) = CHILD.get() {
+        c.exit();
+    }
+}
+
+/// An idle authenticated connection for node `node`, and the node's wait time.
+pub fn take_fd(node: usize) -> (Option<TcpStream>, Duration) {
+    match CHILD.get() {
+        Some(c) if node < c.cfg.nodes.len() => (c.take(node), c.cfg.nodes[node].wait),
+        _ => (None, Duration::ZERO),
+    }
+}
+
+pub fn fd_retired(node: usize) {
+    if let Some(c) = CHILD.get() {
+        c.retired(node);
+    }
+}
+
+pub fn status_render(json: bool) -> String {
+    match CHILD.get() {
+        Some(c) => c.render(json),
+        None => {
+            if json {
+                "{\"children\":[]}\n".into()
+            } else {
+                "mod_proxy_reversed: no reversed nodes in this process\n".into()
+            }
+        }
+    }
+}
+

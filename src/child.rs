@@ -1,0 +1,591 @@
+//! Inside one httpd child: a listener per node (the first free port of its
+//! range), one accept thread that runs every handshake with non-blocking I/O
+//! and watches the idle connections, and a queue of authenticated idle
+//! connections per node from which request threads take.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use reversed_proto as proto;
+
+use crate::config::{Auth, Config, Node};
+use crate::ffi::{self, Epoll, EventFd, EV_IN, EV_RDHUP};
+use crate::log;
+use crate::stats::{NodeStats, Table};
+
+// epoll tokens: kind in the top byte, node in the next two, an id below.
+const K_WAKE: u64 = 1;
+const K_LISTEN: u64 = 2;
+const K_SHAKE: u64 = 3;
+const K_IDLE: u64 = 4;
+
+fn token(kind: u64, node: usize, id: u64) -> u64 {
+    (kind << 56) | ((node as u64 & 0xffff) << 40) | (id & 0xff_ffff_ffff)
+}
+fn token_kind(t: u64) -> u64 {
+    t >> 56
+}
+fn token_node(t: u64) -> usize {
+    ((t >> 40) & 0xffff) as usize
+}
+
+/// How often the accept thread does its upkeep (re-binding, error-state refresh).
+const TICK: Duration = Duration::from_millis(500);
+const REBIND_EVERY: Duration = Duration::from_secs(1);
+
+struct Idle {
+    token: u64,
+    stream: TcpStream,
+}
+
+struct NodeRt {
+    idle: Mutex<VecDeque<Idle>>,
+    cond: Condvar,
+}
+
+/// Where the counters of this child live: the shared table, or a private copy.
+enum StatsHome {
+    Shared { table: Arc<Table>, slot: usize, pid: i32 },
+    Private(Box<crate::stats::Slot>),
+}
+
+pub struct Child {
+    pub cfg: Arc<Config>,
+    nodes: Vec<NodeRt>,
+    stats: StatsHome,
+    epoll: Arc<Epoll>,
+    wake: EventFd,
+    stop: AtomicBool,
+    close_listeners: AtomicBool,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection waiting in the pool is alive if it has neither data nor EOF.
+/// (The dialer must not speak before httpd does.)
+fn idle_is_alive(s: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.peek(&mut b), Err(ref e) if e.kind() == ErrorKind::WouldBlock)
+}
+
+impl Child {
+    pub fn start(cfg: Arc<Config>, table: Option<Arc<Table>>) -> io::Result<&'static Child> {
+        let pid = std::process::id() as i32;
+        let stats = match table.and_then(|t| t.claim(pid).map(|slot| (t, slot))) {
+            Some((table, slot)) => StatsHome::Shared { table, slot, pid },
+            None => StatsHome::Private(Box::default()),
+        };
+        let child = Child {
+            nodes: cfg.nodes.iter().map(|_| NodeRt { idle: Mutex::new(VecDeque::new()), cond: Condvar::new() }).collect(),
+            cfg,
+            stats,
+            epoll: Arc::new(Epoll::new()?),
+            wake: EventFd::new()?,
+            stop: AtomicBool::new(false),
+            close_listeners: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        };
+        child.epoll.add(&child.wake, EV_IN, token(K_WAKE, 0, 0))?;
+        // The child lives in a static for the rest of the process.
+        let child: &'static Child = Box::leak(Box::new(child));
+        let listeners: Vec<Option<TcpListener>> =
+            (0..child.cfg.nodes.len()).map(|i| child.bind(i, true)).collect();
+        let handle = std::thread::Builder::new()
+            .name("proxy-reversed".into())
+            .spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    AcceptLoop::new(child, listeners).run()
+                }));
+                if r.is_err() {
+                    log::error("the reversed-connection accept thread stopped after an internal error");
+                }
+            })?;
+        *lock(&child.thread) = Some(handle);
+        Ok(child)
+    }
+
+    pub fn stats(&self, node: usize) -> &NodeStats {
+        match &self.stats {
+            StatsHome::Shared { table, slot, .. } => &table.slot(*slot).nodes[node],
+            StatsHome::Private(s) => &s.nodes[node],
+        }
+    }
+
+    /// Binds the first free port of the node's range.
+    fn bind(&self, i: usize, first_time: bool) -> Option<TcpListener> {
+        let node = &self.cfg.nodes[i];
+        let mut last_err = None;
+        for port in node.range.first..=node.range.last {
+            match TcpListener::bind(node.range.socket_addr(port)) {
+                Ok(l) => {
+                    if let Err(e) = l.set_nonblocking(true).and_then(|_| self.epoll.add(&l, EV_IN, token(K_LISTEN, i, 0))) {
+                        log::error(&format!("node '{}': cannot watch port {port}: {e}", node.name));
+                        return None;
+                    }
+                    let st = self.stats(i);
+                    st.port.store(port as u32, Relaxed);
+                    st.bound.store(1, Relaxed);
+                    log::info(|| format!("node '{}': child {} listens on {}", node.name, std::process::id(), node.range.socket_addr(port)));
+                    return Some(l);
+                }
+                Err(e) if e.kind() == ErrorKind::AddrInUse => continue,
+                Err(e) => {
+                    last_err = Some(e);
+                    break;
+                }
+            }
+        }
+        if first_time {
+            match last_err {
+                Some(e) => log::error(&format!(
+                    "node '{}': cannot listen on {}: {e}; this child answers 503 for the node",
+                    node.name, node.range
+                )),
+                None => log::error(&format!(
+                    "node '{}': every port of {} is taken (by other httpd children or other programs); child {} answers 503 for the node until a port frees up (the range needs a port per child)",
+                    node.name,
+                    node.range,
+                    std::process::id()
+                )),
+            }
+        }
+        None
+    }
+
+    /// Takes an authenticated idle connection, waiting up to the node's wait.
+    pub fn take(&self, i: usize) -> Option<TcpStream> {
+        let rt = &self.nodes[i];
+        let st = self.stats(i);
+        let deadline = Instant::now() + self.cfg.nodes[i].wait;
+        let mut q = lock(&rt.idle);
+        loop {
+            // Most recently verified first.
+            while let Some(c) = q.pop_back() {
+                self.epoll.delete(&c.stream);
+                st.idle.fetch_sub(1, Relaxed);
+                if idle_is_alive(&c.stream) && c.stream.set_nonblocking(false).is_ok() {
+                    st.busy.fetch_add(1, Relaxed);
+                    return Some(c.stream);
+                }
+                NodeStats::inc(&st.retired);
+                log::debug(|| format!("node '{}': discarded an idle connection the dialer had closed", self.cfg.nodes[i].name));
+            }
+            if self.stop.load(Relaxed) {
+                return None;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            q = rt.cond.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    pub fn retired(&self, i: usize) {
+        let st = self.stats(i);
+        st.busy.fetch_sub(1, Relaxed);
+        NodeStats::inc(&st.retired);
+    }
+
+    pub fn stopping(&self, graceful: bool) {
+        log::debug(|| format!("child {} stopping (graceful: {graceful}): closing reversed listeners", std::process::id()));
+        self.close_listeners.store(true, SeqCst);
+        self.wake.signal();
+    }
+
+    /// Stops and joins the accept thread, then closes the idle connections.
+    pub fn exit(&self) {
+        self.stop.store(true, SeqCst);
+        self.close_listeners.store(true, SeqCst);
+        self.wake.signal();
+        if let Some(h) = lock(&self.thread).take() {
+            let _ = h.join();
+        }
+        for (i, rt) in self.nodes.iter().enumerate() {
+            let drained: Vec<Idle> = lock(&rt.idle).drain(..).collect();
+            let st = self.stats(i);
+            st.idle.fetch_sub(drained.len() as i64, Relaxed);
+            rt.cond.notify_all();
+        }
+        if let StatsHome::Shared { table, slot, pid } = &self.stats {
+            table.release(*slot, *pid);
+        }
+    }
+
+    pub fn render(&self, json: bool) -> String {
+        match &self.stats {
+            StatsHome::Shared { table, .. } => table.render(&self.cfg, json),
+            StatsHome::Private(s) => {
+                s.pid.store(std::process::id() as i32, Relaxed);
+                crate::stats::render(&self.cfg, &[&**s], json)
+            }
+        }
+    }
+}
+
+enum Stage {
+    Hello,
+    Proof { client_nonce: [u8; proto::NONCE_LEN], server_nonce: [u8; proto::NONCE_LEN] },
+}
+
+struct Shake {
+    stream: TcpStream,
+    peer: SocketAddr,
+    node: usize,
+    deadline: Instant,
+    buf: Vec<u8>,
+    stage: Stage,
+}
+
+enum Outcome {
+    Pending,
+    Accepted,
+    Rejected(String),
+}
+
+struct AcceptLoop {
+    child: &'static Child,
+    listeners: Vec<Option<TcpListener>>,
+    shakes: HashMap<u64, Shake>,
+    next_id: u64,
+    last_rebind: Instant,
+    last_flood_log: Option<Instant>,
+}
+
+impl AcceptLoop {
+    fn new(child: &'static Child, listeners: Vec<Option<TcpListener>>) -> AcceptLoop {
+        AcceptLoop {
+            child,
+            listeners,
+            shakes: HashMap::new(),
+            next_id: 1,
+            last_rebind: Instant::now(),
+            last_flood_log: None,
+        }
+    }
+
+    fn run(mut self) {
+        let mut events = Vec::with_capacity(256);
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            if self.child.close_listeners.load(SeqCst) && self.listeners.iter().any(Option::is_some) {
+                for l in self.listeners.iter_mut() {
+                    if let Some(l) = l.take() {
+                        self.child.epoll.delete(&l);
+                    }
+                }
+                for i in 0..self.child.cfg.nodes.len() {
+                    self.child.stats(i).bound.store(0, Relaxed);
+                }
+            }
+            if self.child.stop.load(SeqCst) {
+                break;
+            }
+            let now = Instant::now();
+            let mut until = next_tick;
+            for s in self.shakes.values() {
+                until = until.min(s.deadline);
+            }
+            if let Err(e) = self.child.epoll.wait(&mut events, until.saturating_duration_since(now)) {
+                log::error(&format!("epoll_wait failed: {e}; the accept thread stops"));
+                break;
+            }
+            for &(tok, ev) in events.iter() {
+                match token_kind(tok) {
+                    K_WAKE => self.child.wake.drain(),
+                    K_LISTEN => self.accept_all(token_node(tok)),
+                    K_SHAKE => self.progress(tok),
+                    K_IDLE => self.idle_event(tok, ev),
+                    _ => {}
+                }
+            }
+            let now = Instant::now();
+            self.expire(now);
+            if now >= next_tick {
+                next_tick = now + TICK;
+                self.upkeep(now);
+            }
+        }
+        for (_, s) in self.shakes.drain() {
+            self.child.epoll.delete(&s.stream);
+        }
+    }
+
+    fn upkeep(&mut self, now: Instant) {
+        let closing = self.child.close_listeners.load(SeqCst);
+        if !closing && now.duration_since(self.last_rebind) >= REBIND_EVERY {
+            self.last_rebind = now;
+            for i in 0..self.listeners.len() {
+                if self.listeners[i].is_none() {
+                    self.listeners[i] = self.child.bind(i, false);
+                }
+            }
+        }
+        // While this child holds idle connections, a balancer member that
+        // another child marked "in error" (it had none) is usable again.
+        for (i, rt) in self.child.nodes.iter().enumerate() {
+            if !lock(&rt.idle).is_empty() {
+                ffi::node_ready(i);
+            }
+        }
+    }
+
+    fn accept_all(&mut self, i: usize) {
+        loop {
+            let Some(l) = self.listeners[i].as_ref() else { return };
+            match l.accept() {
+                Ok((stream, peer)) => self.admit(i, stream, peer),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // Out of descriptors and the like: try again on the next event.
+                    log::warn(&format!("node '{}': accept failed: {e}", self.child.cfg.nodes[i].name));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn reject(&self, i: usize, peer: SocketAddr, why: &str) {
+        NodeStats::inc(&self.child.stats(i).rejected);
+        log::info(|| format!("node '{}': rejected dialer {peer}: {why}", self.child.cfg.nodes[i].name));
+    }
+
+    fn admit(&mut self, i: usize, stream: TcpStream, peer: SocketAddr) {
+        let node = &self.child.cfg.nodes[i];
+        if !node.allows(peer.ip()) {
+            self.reject(i, peer, "source address not in allow=");
+            return;
+        }
+        if self.shakes.len() >= self.child.cfg.max_handshakes {
+            NodeStats::inc(&self.child.stats(i).rejected);
+            let now = Instant::now();
+            if self.last_flood_log.map_or(true, |t| now.duration_since(t) >= Duration::from_secs(10)) {
+                self.last_flood_log = Some(now);
+                log::warn(&format!(
+                    "node '{}': {} connections are already in handshake (ProxyReversedMaxHandshakes); closing new ones from {peer} and others",
+                    node.name,
+                    self.shakes.len()
+                ));
+            }
+            return;
+        }
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let _ = ffi::set_keepalive(&stream);
+        if node.auth == Auth::None {
+            let tok = self.next_token(K_IDLE, i);
+            let _ = self.pool(i, stream, peer, tok);
+            return;
+        }
+        let tok = self.next_token(K_SHAKE, i);
+        if self.child.epoll.add(&stream, EV_IN | EV_RDHUP, tok).is_err() {
+            return;
+        }
+        self.shakes.insert(
+            tok,
+            Shake {
+                stream,
+                peer,
+                node: i,
+                deadline: Instant::now() + self.child.cfg.handshake_timeout,
+                buf: Vec::with_capacity(proto::hello_len(proto::MAX_NODE_LEN)),
+                stage: Stage::Hello,
+            },
+        );
+    }
+
+    fn next_token(&mut self, kind: u64, node: usize) -> u64 {
+        self.next_id += 1;
+        token(kind, node, self.next_id)
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let late: Vec<u64> = self.shakes.iter().filter(|(_, s)| s.deadline <= now).map(|(t, _)| *t).collect();
+        for t in late {
+            if let Some(s) = self.shakes.remove(&t) {
+                self.child.epoll.delete(&s.stream);
+                self.reject(s.node, s.peer, "handshake not completed in time");
+            }
+        }
+    }
+
+    fn progress(&mut self, tok: u64) {
+        let Some(mut s) = self.shakes.remove(&tok) else { return };
+        let outcome = self.step(&mut s);
+        match outcome {
+            Outcome::Pending => {
+                self.shakes.insert(tok, s);
+            }
+            Outcome::Rejected(why) => {
+                self.child.epoll.delete(&s.stream);
+                self.reject(s.node, s.peer, &why);
+            }
+            Outcome::Accepted => {
+                let (node, peer) = (s.node, s.peer);
+                let idle_tok = token(K_IDLE, node, tok);
+                if self.child.epoll.modify(&s.stream, EV_IN | EV_RDHUP, idle_tok).is_ok() {
+                    if let Err(why) = self.pool_registered(node, s.stream, peer, idle_tok) {
+                        self.reject(node, peer, &why);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads what has arrived and advances the handshake.
+    fn step(&self, s: &mut Shake) -> Outcome {
+        let node: &Node = &self.child.cfg.nodes[s.node];
+        let mut tmp = [0u8; 256];
+        loop {
+            match s.stream.read(&mut tmp) {
+                Ok(0) => return Outcome::Rejected("closed during the handshake".into()),
+                Ok(n) => {
+                    s.buf.extend_from_slice(&tmp[..n]);
+                    if s.buf.len() > proto::hello_len(proto::MAX_NODE_LEN) {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Outcome::Rejected(format!("read error during the handshake: {e}")),
+            }
+        }
+        match s.stage {
+            Stage::Hello => {
+                let (hello, used) = match proto::parse_hello(&s.buf) {
+                    Ok(None) => return Outcome::Pending,
+                    Ok(Some(h)) => h,
+                    Err(e) => {
+                        let _ = s.stream.write(&proto::encode_refusal(proto::Refusal::BadHello));
+                        return Outcome::Rejected(format!("malformed hello: {e}"));
+                    }
+                };
+                if hello.node != node.name.as_bytes() {
+                    let _ = s.stream.write(&proto::encode_refusal(proto::Refusal::WrongNode));
+                    return Outcome::Rejected(format!(
+                        "it named node '{}' on a port of node '{}'",
+                        String::from_utf8_lossy(&hello.node),
+                        node.name
+                    ));
+                }
+                if used != s.buf.len() {
+                    return Outcome::Rejected("bytes after the hello, before the challenge".into());
+                }
+                let server_nonce = match proto::nonce() {
+                    Ok(n) => n,
+                    Err(e) => return Outcome::Rejected(e.to_string()),
+                };
+                let proof = proto::server_proof(&node.secret, &hello.node, &hello.client_nonce, &server_nonce);
+                let msg = proto::encode_challenge_ok(&server_nonce, &proof);
+                if !matches!(s.stream.write(&msg), Ok(n) if n == msg.len()) {
+                    return Outcome::Rejected("could not send the challenge".into());
+                }
+                s.buf.clear();
+                s.stage = Stage::Proof { client_nonce: hello.client_nonce, server_nonce };
+                Outcome::Pending
+            }
+            Stage::Proof { client_nonce, server_nonce } => {
+                if s.buf.len() < proto::PROOF_LEN {
+                    return Outcome::Pending;
+                }
+                let verdict = if s.buf.len() > proto::PROOF_LEN {
+                    proto::Verdict::TrailingBytes
+                } else if !proto::verify_client_proof(&node.secret, node.name.as_bytes(), &client_nonce, &server_nonce, &s.buf) {
+                    proto::Verdict::BadProof
+                } else if self.child.stop.load(Relaxed) || self.child.close_listeners.load(Relaxed) {
+                    proto::Verdict::ShuttingDown
+                } else if lock(&self.child.nodes[s.node].idle).len() >= node.max_idle {
+                    proto::Verdict::PoolFull
+                } else {
+                    proto::Verdict::Accepted
+                };
+                let sent = matches!(s.stream.write(&[verdict as u8]), Ok(1));
+                match verdict {
+                    proto::Verdict::Accepted if sent => Outcome::Accepted,
+                    proto::Verdict::Accepted => Outcome::Rejected("could not send the verdict".into()),
+                    v => Outcome::Rejected(v.describe().into()),
+                }
+            }
+        }
+    }
+
+    /// auth=none: straight into the pool after the allow-list check.
+    fn pool(&self, i: usize, stream: TcpStream, peer: SocketAddr, tok: u64) -> Result<(), ()> {
+        if self.child.epoll.add(&stream, EV_IN | EV_RDHUP, tok).is_err() {
+            return Err(());
+        }
+        self.pool_registered(i, stream, peer, tok).map_err(|why| self.reject(i, peer, &why))
+    }
+
+    fn pool_registered(&self, i: usize, stream: TcpStream, peer: SocketAddr, tok: u64) -> Result<(), String> {
+        let rt = &self.child.nodes[i];
+        let st = self.child.stats(i);
+        {
+            let mut q = lock(&rt.idle);
+            if q.len() >= self.child.cfg.nodes[i].max_idle {
+                self.child.epoll.delete(&stream);
+                return Err("the idle pool is full (maxidle)".into());
+            }
+            q.push_back(Idle { token: tok, stream });
+            st.idle.fetch_add(1, Relaxed);
+        }
+        NodeStats::inc(&st.accepted);
+        rt.cond.notify_one();
+        ffi::node_ready(i);
+        log::debug(|| format!("node '{}': accepted a connection from {peer}", self.child.cfg.nodes[i].name));
+        Ok(())
+    }
+
+    /// An idle connection became readable: the dialer closed it or spoke out
+    /// of turn. Either way it leaves the pool.
+    fn idle_event(&mut self, tok: u64, _ev: u32) {
+        let i = token_node(tok);
+        if i >= self.child.nodes.len() {
+            return;
+        }
+        let rt = &self.child.nodes[i];
+        let mut q = lock(&rt.idle);
+        let Some(pos) = q.iter().position(|c| c.token == tok) else { return };
+        if idle_is_alive(&q[pos].stream) {
+            return;
+        }
+        if let Some(c) = q.remove(pos) {
+            drop(q);
+            self.child.epoll.delete(&c.stream);
+            let st = self.child.stats(i);
+            st.idle.fetch_sub(1, Relaxed);
+            NodeStats::inc(&st.retired);
+            log::debug(|| {
+                format!(
+                    "node '{}': idle connection from {} closed or spoke out of turn; retired",
+                    self.child.cfg.nodes[i].name,
+                    c.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+                )
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip() {
+        let t = token(K_IDLE, 17, 123456);
+        assert_eq!(token_kind(t), K_IDLE);
+        assert_eq!(token_node(t), 17);
+        assert_eq!(t & 0xff_ffff_ffff, 123456);
+    }
+}

@@ -1,0 +1,507 @@
+//! Configuration: the `ProxyReversed*` directives, parsed and checked here.
+//!
+//! httpd reads its configuration in the parent (twice at start-up, once per
+//! restart); `Builder` collects nodes during a read and is frozen into a
+//! `Config` that every child inherits through fork.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);
+pub const DEFAULT_MAX_IDLE: usize = 32;
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Msg(String),
+}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::Msg(msg.into()))
+}
+
+/// An IPv4 or IPv6 network, `addr/prefix` or a single address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Net {
+    pub fn parse(s: &str) -> Result<Net, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| format!("'{s}' is not an IP address or network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("'{s}': the prefix length must be 0 to {max}")),
+            },
+        };
+        Ok(Net { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 dialer on a dual-stack socket shows up as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - self.prefix) };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - self.prefix) };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `address:first-last` (or `address:port`); `*` means every IPv4 address,
+/// IPv6 addresses go in brackets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRange {
+    pub addr: IpAddr,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn parse(s: &str) -> Result<PortRange, String> {
+        let bad = || {
+            format!("'{s}' is not a listen address and port range (expected address:first-last, e.g. 0.0.0.0:9000-9015)")
+        };
+        let (host, ports) = s.rsplit_once(':').ok_or_else(bad)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addr: IpAddr = if host == "*" {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            host.parse().map_err(|_| {
+                format!("'{host}' in '{s}' is not an IP address (host names are not accepted for listening)")
+            })?
+        };
+        let (a, b) = match ports.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (ports, ports),
+        };
+        let port = |p: &str| -> Result<u16, String> {
+            if p.is_empty() || !p.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad());
+            }
+            match p.parse::<u32>() {
+                Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+                _ => Err(format!("port {p} in '{s}' is out of range (1-65535)")),
+            }
+        };
+        let (first, last) = (port(a)?, port(b)?);
+        if first > last {
+            return Err(format!("the port range in '{s}' is empty ({first} is above {last})"));
+        }
+        if first < 1024 {
+            return Err(format!(
+                "port {first} in '{s}' is below 1024: httpd children bind their port after giving up root privileges, so use ports of 1024 or more"
+            ));
+        }
+        Ok(PortRange { addr, first, last })
+    }
+
+    pub fn len(&self) -> usize {
+        (self.last - self.first) as usize + 1
+    }
+
+    pub fn overlaps(&self, o: &PortRange) -> bool {
+        let same_host = self.addr == o.addr || self.addr.is_unspecified() || o.addr.is_unspecified();
+        same_host && self.first <= o.last && o.first <= self.last
+    }
+
+    pub fn socket_addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.addr, port)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.addr {
+            IpAddr::V6(a) => write!(f, "[{a}]:{}-{}", self.first, self.last),
+            IpAddr::V4(a) => write!(f, "{a}:{}-{}", self.first, self.last),
+        }
+    }
+}
+
+/// Durations as httpd writes them: a bare number is seconds; `ms` and `s` suffixes.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1u64)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        (s, 1000)
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 && n.checked_mul(unit).is_some_and(|ms| ms <= 3_600_000) => {
+            Ok(Duration::from_millis(n * unit))
+        }
+        _ => Err(format!("'{s}' is not a duration between 1ms and 1 hour (examples: 2, 2s, 1500ms)")),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Hmac,
+    /// The explicit insecure opt-out: no handshake; the allow-list is the only gate.
+    None,
+}
+
+#[derive(Clone)]
+pub struct Node {
+    pub name: String,
+    pub worker_url: String,
+    pub range: PortRange,
+    pub auth: Auth,
+    /// Never printed: see the Debug impl.
+    pub secret: Vec<u8>,
+    pub allow: Vec<Net>,
+    pub wait: Duration,
+    pub max_idle: usize,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("worker_url", &self.worker_url)
+            .field("range", &self.range.to_string())
+            .field("auth", &self.auth)
+            .field("secret", &"<hidden>")
+            .field("allow", &self.allow)
+            .field("wait", &self.wait)
+            .field("max_idle", &self.max_idle)
+            .finish()
+    }
+}
+
+impl Node {
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// Worker names compare as mod_proxy writes them: case-insensitively, and
+/// without trailing slashes (`ajp://h:1/` and `ajp://h:1` name one worker).
+pub fn same_worker(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub nodes: Vec<Node>,
+    pub handshake_timeout: Duration,
+    pub max_handshakes: usize,
+}
+
+impl Config {
+    pub fn node_for_worker(&self, worker_name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| same_worker(&n.worker_url, worker_name))
+    }
+}
+
+/// Collects the directives of one configuration read.
+#[derive(Debug)]
+pub struct Builder {
+    pub cfg: Config,
+    seen_workers: Vec<bool>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            cfg: Config {
+                nodes: Vec::new(),
+                handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+                max_handshakes: DEFAULT_MAX_HANDSHAKES,
+            },
+            seen_workers: Vec::new(),
+        }
+    }
+}
+
+impl Builder {
+    /// `ProxyReversed <node> <worker-url> <addr>:<first>-<last> [key=value ...]`
+    pub fn add_node(&mut self, args: &[&str]) -> Result<(), ConfigError> {
+        if args.len() < 3 {
+            return err(
+                "expects <node> <worker-url> <listen-address>:<first>-<last> [secret=<file>] [auth=hmac|none] [allow=<net>,...] [wait=<time>] [maxidle=<n>]",
+            );
+        }
+        let name = args[0];
+        if !reversed_proto::valid_node(name.as_bytes()) {
+            return err(format!(
+                "node name '{name}' is invalid: use 1 to {} characters of A-Z a-z 0-9 . _ -",
+                reversed_proto::MAX_NODE_LEN
+            ));
+        }
+        if self.cfg.nodes.iter().any(|n| n.name == name) {
+            return err(format!("node '{name}' is declared twice"));
+        }
+        let worker_url = args[1];
+        if !worker_url.contains("://") {
+            return err(format!(
+                "'{worker_url}' is not a worker URL: give the URL of the ProxyPass or BalancerMember worker (e.g. ajp://127.0.0.2:1/)"
+            ));
+        }
+        if let Some(other) = self.cfg.nodes.iter().find(|n| same_worker(&n.worker_url, worker_url)) {
+            return err(format!("worker {worker_url} is already carried by node '{}'", other.name));
+        }
+        let range = PortRange::parse(args[2]).map_err(ConfigError::Msg)?;
+        if let Some(other) = self.cfg.nodes.iter().find(|n| n.range.overlaps(&range)) {
+            return err(format!(
+                "the range {range} of node '{name}' overlaps the range {} of node '{}'",
+                other.range, other.name
+            ));
+        }
+        let mut secret_file: Option<&str> = None;
+        let mut auth: Option<Auth> = None;
+        let mut allow = Vec::new();
+        let mut wait = DEFAULT_WAIT;
+        let mut max_idle = DEFAULT_MAX_IDLE;
+        for kv in &args[3..] {
+            let Some((k, v)) = kv.split_once('=') else {
+                return err(format!("'{kv}' is not a key=value parameter (keys: secret, auth, allow, wait, maxidle)"));
+            };
+            match k.to_ascii_lowercase().as_str() {
+                "secret" => secret_file = Some(v),
+                "auth" => {
+                    auth = Some(match v.to_ascii_lowercase().as_str() {
+                        "hmac" => Auth::Hmac,
+                        "none" => Auth::None,
+                        _ => return err(format!("auth={v}: use auth=hmac (the default) or auth=none")),
+                    })
+                }
+                "allow" => {
+                    for n in v.split(',').filter(|s| !s.is_empty()) {
+                        allow.push(Net::parse(n).map_err(|e| ConfigError::Msg(format!("allow: {e}")))?);
+                    }
+                    if allow.is_empty() {
+                        return err("allow= needs at least one address or network");
+                    }
+                }
+                "wait" => wait = parse_duration(v).map_err(|e| ConfigError::Msg(format!("wait: {e}")))?,
+                "maxidle" => {
+                    max_idle = match v.parse::<usize>() {
+                        Ok(n) if (1..=100_000).contains(&n) => n,
+                        _ => return err(format!("maxidle={v}: expected a number from 1 to 100000")),
+                    }
+                }
+                _ => {
+                    return err(format!("unknown parameter '{k}' (keys: secret, auth, allow, wait, maxidle)"));
+                }
+            }
+        }
+        let auth = auth.unwrap_or(Auth::Hmac);
+        let secret = match (auth, secret_file) {
+            (Auth::Hmac, Some(f)) => reversed_proto::load_secret(Path::new(f)).map_err(ConfigError::Msg)?,
+            (Auth::Hmac, None) => {
+                return err(if range.addr.is_loopback() {
+                    format!("node '{name}' has no secret=<file>: dialers must authenticate (or opt out explicitly with auth=none)")
+                } else {
+                    format!(
+                        "node '{name}' listens on the non-loopback address {} with neither secret=<file> nor the explicit insecure opt-out auth=none",
+                        range.addr
+                    )
+                });
+            }
+            (Auth::None, Some(_)) => return err("secret= and auth=none contradict each other"),
+            (Auth::None, None) => Vec::new(),
+        };
+        self.cfg.nodes.push(Node {
+            name: name.to_string(),
+            worker_url: worker_url.to_string(),
+            range,
+            auth,
+            secret,
+            allow,
+            wait,
+            max_idle,
+        });
+        self.seen_workers.push(false);
+        Ok(())
+    }
+
+    pub fn set_global(&mut self, name: &str, value: &str) -> Result<(), ConfigError> {
+        match name.to_ascii_lowercase().as_str() {
+            "proxyreversedhandshaketimeout" => {
+                self.cfg.handshake_timeout = parse_duration(value).map_err(ConfigError::Msg)?;
+            }
+            "proxyreversedmaxhandshakes" => {
+                self.cfg.max_handshakes = match value.parse::<usize>() {
+                    Ok(n) if (1..=10_000).contains(&n) => n,
+                    _ => return err(format!("'{value}': expected a number from 1 to 10000")),
+                }
+            }
+            _ => return err("unknown directive"),
+        }
+        Ok(())
+    }
+
+    pub fn saw_worker(&mut self, worker_name: &str) {
+        if let Some(i) = self.cfg.node_for_worker(worker_name) {
+            self.seen_workers[i] = true;
+        }
+    }
+
+    /// After every worker was reported: each node must carry an existing worker.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        for (n, seen) in self.cfg.nodes.iter().zip(&self.seen_workers) {
+            if !seen {
+                return err(format!(
+                    "node '{}': no ProxyPass or BalancerMember worker has the URL {} (write the same URL in both)",
+                    n.name, n.worker_url
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn secret_file() -> tempfile_lite::TempFile {
+        tempfile_lite::TempFile::with(b"0123456789abcdef0123\n")
+    }
+
+    mod tempfile_lite {
+        pub struct TempFile(pub std::path::PathBuf);
+        impl TempFile {
+            pub fn with(content: &[u8]) -> TempFile {
+                use std::sync::atomic::{AtomicUsize, Ordering};
+                static N: AtomicUsize = AtomicUsize::new(0);
+                let p = std::env::temp_dir().join(format!(
+                    "prx-cfg-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                ));
+                std::fs::write(&p, content).unwrap();
+                TempFile(p)
+            }
+            pub fn path(&self) -> &str {
+                self.0.to_str().unwrap()
+            }
+        }
+        impl Drop for TempFile {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    fn add(b: &mut Builder, line: &str) -> Result<(), String> {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        b.add_node(&args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(PortRange::parse("0.0.0.0:9000-9015").unwrap().len(), 16);
+        assert_eq!(PortRange::parse("[::1]:9000").unwrap().len(), 1);
+        assert!(PortRange::parse("*:9000-9001").unwrap().addr.is_unspecified());
+        assert!(PortRange::parse("127.0.0.1:abc").unwrap_err().contains("not a listen address"));
+        assert!(PortRange::parse("127.0.0.1:9000-").is_err());
+        assert!(PortRange::parse("127.0.0.1").is_err());
+        assert!(PortRange::parse("127.0.0.1:9005-9000").unwrap_err().contains("empty"));
+        assert!(PortRange::parse("127.0.0.1:80-90").unwrap_err().contains("below 1024"));
+        assert!(PortRange::parse("127.0.0.1:9000-70000").unwrap_err().contains("out of range"));
+        assert!(PortRange::parse("example.com:9000").unwrap_err().contains("not an IP"));
+        let a = PortRange::parse("127.0.0.1:9000-9010").unwrap();
+        assert!(a.overlaps(&PortRange::parse("0.0.0.0:9010-9020").unwrap()));
+        assert!(!a.overlaps(&PortRange::parse("127.0.0.2:9000-9010").unwrap()));
+        assert!(!a.overlaps(&PortRange::parse("127.0.0.1:9011-9020").unwrap()));
+    }
+
+    #[test]
+    fn nets() {
+        let n = Net::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains("10.1.2.3".parse().unwrap()));
+        assert!(n.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!n.contains("10.2.0.1".parse().unwrap()));
+        assert!(Net::parse("::1").unwrap().contains("::1".parse().unwrap()));
+        assert!(Net::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Net::parse("10.0.0.0/33").is_err());
+        assert!(Net::parse("ten").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("2h").is_err());
+    }
+
+    #[test]
+    fn node_rules() {
+        let s = secret_file();
+        let mut b = Builder::default();
+        add(&mut b, &format!("app1 ajp://127.0.0.2:1/ 127.0.0.1:9000-9003 secret={} wait=500ms maxidle=4", s.path())).unwrap();
+        assert_eq!(b.cfg.nodes[0].secret, b"0123456789abcdef0123");
+        assert_eq!(b.cfg.nodes[0].wait, Duration::from_millis(500));
+        assert!(add(&mut b, &format!("app2 ajp://127.0.0.3:1/ 127.0.0.1:9003-9005 secret={}", s.path()))
+            .unwrap_err()
+            .contains("overlaps"));
+        assert!(add(&mut b, &format!("app1 ajp://127.0.0.3:1/ 127.0.0.1:9100 secret={}", s.path()))
+            .unwrap_err()
+            .contains("twice"));
+        assert!(add(&mut b, "app3 ajp://127.0.0.3:1/ 0.0.0.0:9200-9201").unwrap_err().contains("non-loopback"));
+        assert!(add(&mut b, "app3 ajp://127.0.0.3:1/ 127.0.0.1:9200-9201").unwrap_err().contains("no secret"));
+        add(&mut b, "app3 ajp://127.0.0.3:1/ 0.0.0.0:9200-9201 auth=none allow=10.0.0.0/8").unwrap();
+        assert!(add(&mut b, "app4 ajp://127.0.0.4:1/ 127.0.0.1:9300 secret=/nonexistent/secret")
+            .unwrap_err()
+            .contains("cannot read secret file"));
+        let short = tempfile_lite::TempFile::with(b"short\n");
+        let e = add(&mut b, &format!("app4 ajp://127.0.0.4:1/ 127.0.0.1:9300 secret={}", short.path())).unwrap_err();
+        assert!(e.contains("at least 16") && !e.contains("short\n"));
+        assert!(add(&mut b, &format!("app4 ajp://127.0.0.4:1/ 127.0.0.1:9300 secret={} color=blue", s.path()))
+            .unwrap_err()
+            .contains("unknown parameter"));
+        assert!(add(&mut b, &format!("app4 ajp://127.0.0.2:1 127.0.0.1:9300 secret={}", s.path()))
+            .unwrap_err()
+            .contains("already carried"));
+        assert!(add(&mut b, "bad/name ajp://x:1/ 127.0.0.1:9400 auth=none").unwrap_err().contains("invalid"));
+        assert!(format!("{:?}", b.cfg.nodes[0]).contains("<hidden>"));
+        assert!(!format!("{:?}", b.cfg.nodes[0]).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn workers_must_exist() {
+        let s = secret_file();
+        let mut b = Builder::default();
+        add(&mut b, &format!("app1 AJP://127.0.0.2:1/ 127.0.0.1:9000 secret={}", s.path())).unwrap();
+        assert!(b.check().unwrap_err().to_string().contains("app1"));
+        b.saw_worker("ajp://127.0.0.2:1");
+        b.check().unwrap();
+        assert_eq!(b.cfg.node_for_worker("ajp://127.0.0.2:1/"), Some(0));
+        assert_eq!(b.cfg.node_for_worker("ajp://127.0.0.2:2/"), None);
+        let _ = std::io::stderr().flush();
+    }
+}

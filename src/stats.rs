@@ -1,0 +1,165 @@
+//! Per-child, per-node counters in a table shared by all children of one
+//! generation, so that the status page of any child shows every child.
+
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use crate::config::Config;
+use crate::ffi::{self, SharedArray};
+
+/// Reversed nodes one configuration may declare.
+pub const MAX_NODES: usize = 64;
+
+#[repr(C)]
+#[derive(Default)]
+pub struct NodeStats {
+    pub port: AtomicU32,
+    pub bound: AtomicU32,
+    pub idle: AtomicI64,
+    pub busy: AtomicI64,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub retired: AtomicU64,
+}
+
+impl NodeStats {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Relaxed);
+    }
+}
+
+#[repr(C)]
+pub struct Slot {
+    pub pid: AtomicI32,
+    pub _reserved: AtomicU32,
+    pub nodes: [NodeStats; MAX_NODES],
+}
+
+impl Default for Slot {
+    fn default() -> Slot {
+        Slot { pid: AtomicI32::new(0), _reserved: AtomicU32::new(0), nodes: std::array::from_fn(|_| NodeStats::default()) }
+    }
+}
+
+pub struct Table {
+    slots: SharedArray<Slot>,
+}
+
+impl Table {
+    pub fn new(max_children: usize) -> std::io::Result<Table> {
+        // Room for a whole old generation still finishing beside the new one.
+        Ok(Table { slots: SharedArray::new(max_children.saturating_mul(2).clamp(2, 8192))? })
+    }
+
+    /// Claims a slot for this process: a free one, else one whose process is gone.
+    pub fn claim(&self, pid: i32) -> Option<usize> {
+        let slots = self.slots.get();
+        for pass in 0..2 {
+            for (i, s) in slots.iter().enumerate() {
+                let cur = s.pid.load(Relaxed);
+                let free = cur == 0 || (pass == 1 && !ffi::pid_alive(cur));
+                if free && s.pid.compare_exchange(cur, pid, Relaxed, Relaxed).is_ok() {
+                    for n in &s.nodes {
+                        for c in [&n.accepted, &n.rejected, &n.retired] {
+                            c.store(0, Relaxed);
+                        }
+                        n.idle.store(0, Relaxed);
+                        n.busy.store(0, Relaxed);
+                        n.port.store(0, Relaxed);
+                        n.bound.store(0, Relaxed);
+                    }
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    pub fn slot(&self, i: usize) -> &Slot {
+        &self.slots.get()[i]
+    }
+
+    pub fn release(&self, i: usize, pid: i32) {
+        let _ = self.slots.get()[i].pid.compare_exchange(pid, 0, Relaxed, Relaxed);
+    }
+
+    /// Text or JSON status of every live child of this generation.
+    pub fn render(&self, cfg: &Config, json: bool) -> String {
+        let mut children: Vec<&Slot> = self
+            .slots
+            .get()
+            .iter()
+            .filter(|s| {
+                let p = s.pid.load(Relaxed);
+                p != 0 && ffi::pid_alive(p)
+            })
+            .collect();
+        children.sort_by_key(|s| s.pid.load(Relaxed));
+        render(cfg, &children, json)
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+pub fn render(cfg: &Config, children: &[&Slot], json: bool) -> String {
+    let mut out = String::new();
+    if json {
+        out.push_str("{\"children\":[");
+        for (ci, s) in children.iter().enumerate() {
+            if ci > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("{{\"pid\":{},\"nodes\":[", s.pid.load(Relaxed)));
+            for (ni, (node, st)) in cfg.nodes.iter().zip(s.nodes.iter()).enumerate() {
+                if ni > 0 {
+                    out.push(',');
+                }
+                out.push_str(&format!(
+                    "{{\"node\":{},\"worker\":{},\"range\":{},\"bound\":{},\"port\":{},\"idle\":{},\"busy\":{},\"accepted\":{},\"rejected\":{},\"retired\":{}}}",
+                    json_str(&node.name),
+                    json_str(&node.worker_url),
+                    json_str(&node.range.to_string()),
+                    st.bound.load(Relaxed) != 0,
+                    st.port.load(Relaxed),
+                    st.idle.load(Relaxed).max(0),
+                    st.busy.load(Relaxed).max(0),
+                    st.accepted.load(Relaxed),
+                    st.rejected.load(Relaxed),
+                    st.retired.load(Relaxed),
+                ));
+            }
+            out.push_str("]}");
+        }
+        out.push_str("]}\n");
+    } else {
+        out.push_str(&format!("mod_proxy_reversed: {} children, {} nodes\n", children.len(), cfg.nodes.len()));
+        for s in children {
+            for (node, st) in cfg.nodes.iter().zip(s.nodes.iter()) {
+                out.push_str(&format!(
+                    "child={} node={} port={} idle={} busy={} accepted={} rejected={} retired={}\n",
+                    s.pid.load(Relaxed),
+                    node.name,
+                    if st.bound.load(Relaxed) != 0 { st.port.load(Relaxed).to_string() } else { "unbound".into() },
+                    st.idle.load(Relaxed).max(0),
+                    st.busy.load(Relaxed).max(0),
+                    st.accepted.load(Relaxed),
+                    st.rejected.load(Relaxed),
+                    st.retired.load(Relaxed),
+                ));
+            }
+        }
+    }
+    out
+}
