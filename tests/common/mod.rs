@@ -734,12 +734,19 @@ impl AgentArgs {
 #[derive(Debug)]
 pub struct Resp {
     pub status: u16,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Resp {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -761,12 +768,17 @@ fn finish(r: Result<ureq::Response, ureq::Error>) -> Result<Resp, String> {
         Err(e) => return Err(e.to_string()),
     };
     let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string())))
+        .collect();
     let mut body = Vec::new();
     resp.into_reader()
         .take(256 << 20)
         .read_to_end(&mut body)
         .map_err(|e| format!("reading the body (status {status}): {e}"))?;
-    Ok(Resp { status, body })
+    Ok(Resp { status, headers, body })
 }
 
 /// GET with a 30 s bound; Ok for any HTTP status, Err for transport errors.
@@ -809,6 +821,108 @@ pub fn sha256_hex(b: &[u8]) -> String {
     use sha2::Digest;
     let d = sha2::Sha256::digest(b);
     d.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Reversed nodes
+// ---------------------------------------------------------------------------
+
+pub const STATUS_LOCATION: &str =
+    "<Location \"/reversed-status\">\n    SetHandler proxy-reversed-status\n</Location>\n";
+
+/// One reversed node: a ProxyPass of `/<name>/` to a sentinel worker URL
+/// (`<scheme>://<sentinel>/`, never dialled) and a range of `nports` free
+/// ports on 127.0.0.1 that the agent dials.
+#[derive(Clone, Debug)]
+pub struct RNode {
+    pub name: String,
+    pub scheme: &'static str,
+    pub url: String,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl RNode {
+    pub fn new(name: &str, scheme: &'static str, sentinel: &str, nports: u16) -> RNode {
+        let first = free_ports(nports);
+        RNode {
+            name: name.into(),
+            scheme,
+            url: format!("{scheme}://{sentinel}/"),
+            first,
+            last: first + nports - 1,
+        }
+    }
+    /// "127.0.0.1:first-last"
+    pub fn range(&self) -> String {
+        format!("127.0.0.1:{}-{}", self.first, self.last)
+    }
+    pub fn prefix(&self) -> String {
+        format!("/{}/", self.name)
+    }
+    /// ProxyPass + ProxyReversed lines; `opts` are appended to ProxyReversed
+    /// (e.g. "secret=/x wait=1s").
+    pub fn conf(&self, opts: &str) -> String {
+        format!(
+            "ProxyPass \"{}\" \"{}\"\nProxyReversed {} \"{}\" {} {}\n",
+            self.prefix(),
+            self.url,
+            self.name,
+            self.url,
+            self.range(),
+            opts
+        )
+    }
+    pub fn url_on(&self, h: &Httpd, path: &str) -> String {
+        h.url(&format!("/{}/{}", self.name, path.trim_start_matches('/')))
+    }
+    /// The X-Responder header value the agent's built-in responder sets.
+    pub fn responder(&self) -> &'static str {
+        self.scheme
+    }
+}
+
+/// Waits (bounded) until every live child of `h` shows an idle,
+/// authenticated connection for each of `nodes`; panics with the last
+/// status seen otherwise.
+pub fn wait_all_idle(h: &Httpd, nodes: &[&str], timeout: Duration) -> Status {
+    let mut last = Err("no status fetched".to_string());
+    let ok = wait_until(timeout, || {
+        last = status_json(h);
+        matches!(&last, Ok(s) if s.all_children_idle(nodes))
+    });
+    assert!(ok, "not every child got idle connections for {nodes:?} within {timeout:?}; last status: {last:?}");
+    last.unwrap()
+}
+
+/// Waits (bounded) until the status shows idle connections for each of
+/// `nodes` in at least one child.
+pub fn wait_some_idle(h: &Httpd, nodes: &[&str], timeout: Duration) -> Status {
+    let mut last = Err("no status fetched".to_string());
+    let ok = wait_until(timeout, || {
+        last = status_json(h);
+        matches!(&last, Ok(s) if nodes.iter().all(|n| s.idle(n) > 0))
+    });
+    assert!(ok, "no idle connections for {nodes:?} within {timeout:?}; last status: {last:?}");
+    last.unwrap()
+}
+
+/// Asserts a successful answer from the agent's built-in responder for
+/// `node` (status 200, X-Responder naming the node's protocol).
+pub fn assert_served(node: &RNode, r: &Result<Resp, String>, what: &str) {
+    match r {
+        Ok(r) => {
+            assert_eq!(r.status, 200, "{what}: status {} body {:?}", r.status, r.text());
+            assert_eq!(
+                r.header("X-Responder"),
+                Some(node.responder()),
+                "{what}: not answered by the {} responder (headers {:?})",
+                node.responder(),
+                r.headers
+            );
+        }
+        Err(e) => panic!("{what}: transport error: {e}"),
+    }
 }
 
 // ---------------------------------------------------------------------------
