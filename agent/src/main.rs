@@ -1,1 +1,318 @@
-fn main() {}
+//! reversed-agent: dials authenticated idle connections into httpd
+//! (mod_proxy_reversed) and splices them to a local backend once httpd writes a
+//! request into them, or answers itself (`--respond`).
+
+#[macro_use]
+mod logging;
+mod ajp;
+mod handshake;
+mod http1;
+mod pool;
+mod responder;
+mod splice;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::logging::Level;
+use crate::pool::{Agent, Busy, FrontEnd, Mode};
+
+const DEFAULT_IDLE: usize = 8;
+const MAX_IDLE: usize = 100_000;
+const DEFAULT_BODY_SIZE: usize = 1024;
+const DEFAULT_MAX_BACKOFF_MS: u64 = 5000;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Dials authenticated reversed connections into httpd (mod_proxy_reversed) and
+/// splices them to a local backend. Command-line flags override the config file.
+#[derive(Parser, Debug, Default)]
+#[command(name = "reversed-agent", version)]
+struct Cli {
+    /// TOML config file (keys: the long flag names with '_' for '-'; `frontends` is a list).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// httpd front end and its port range, e.g. 127.0.0.1:9000-9003 or HOST:PORT (repeatable).
+    #[arg(long = "frontend", value_name = "HOST:FIRST-LAST")]
+    frontends: Vec<String>,
+    /// Node name ([A-Za-z0-9._-], 1-64 bytes), as declared to httpd.
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
+    /// File holding the node's shared secret (required unless --no-auth).
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<PathBuf>,
+    /// Skip the handshake (nodes that httpd declares with auth=none).
+    #[arg(long)]
+    no_auth: bool,
+    /// Idle connections to keep per front end [default: 8].
+    #[arg(long, value_name = "N")]
+    idle: Option<usize>,
+    /// Local backend to splice requests to, e.g. 127.0.0.1:8009 (required unless --respond).
+    #[arg(long, value_name = "HOST:PORT")]
+    backend: Option<String>,
+    /// Answer requests with the built-in AJP13/HTTP responder instead of a backend.
+    #[arg(long)]
+    respond: bool,
+    /// Responder body size in bytes [default: 1024].
+    #[arg(long, value_name = "N")]
+    body_size: Option<usize>,
+    /// Responder echoes the request body instead of the fixed body.
+    #[arg(long)]
+    echo: bool,
+    /// Longest backoff between dials to a failing port, in ms [default: 5000].
+    #[arg(long, value_name = "MS")]
+    max_backoff_ms: Option<u64>,
+    /// error, warn, info or debug [default: info].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct FileConfig {
+    #[serde(alias = "frontend")]
+    frontends: Option<Vec<String>>,
+    node: Option<String>,
+    secret_file: Option<PathBuf>,
+    no_auth: Option<bool>,
+    idle: Option<usize>,
+    backend: Option<String>,
+    respond: Option<bool>,
+    body_size: Option<usize>,
+    echo: Option<bool>,
+    max_backoff_ms: Option<u64>,
+    log_level: Option<String>,
+}
+
+#[derive(Debug)]
+struct Settings {
+    frontends: Vec<FrontEnd>,
+    node: String,
+    secret_file: Option<PathBuf>,
+    idle: usize,
+    mode: ModeSetting,
+    max_backoff: Duration,
+    log_level: Level,
+}
+
+#[derive(Debug, PartialEq)]
+enum ModeSetting {
+    Splice(String),
+    Respond { body_size: usize, echo: bool },
+}
+
+fn settings(cli: Cli) -> Result<Settings, String> {
+    let file = match &cli.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+            toml::from_str::<FileConfig>(&text).map_err(|e| format!("config file {}: {e}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let fe_strings = if !cli.frontends.is_empty() { cli.frontends } else { file.frontends.unwrap_or_default() };
+    if fe_strings.is_empty() {
+        return Err("at least one --frontend HOST:FIRST-LAST is required".into());
+    }
+    let frontends = fe_strings.iter().map(|s| FrontEnd::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    let node = cli.node.or(file.node).ok_or("--node NAME is required")?;
+    if !reversed_proto::valid_node(node.as_bytes()) {
+        return Err(format!("invalid node name {node:?}: 1-64 bytes of [A-Za-z0-9._-]"));
+    }
+    let no_auth = cli.no_auth || file.no_auth.unwrap_or(false);
+    let secret_file = if no_auth {
+        None
+    } else {
+        Some(cli.secret_file.or(file.secret_file).ok_or("--secret-file PATH is required (or --no-auth)")?)
+    };
+    let idle = cli.idle.or(file.idle).unwrap_or(DEFAULT_IDLE);
+    if idle == 0 || idle > MAX_IDLE {
+        return Err(format!("--idle must be between 1 and {MAX_IDLE}"));
+    }
+    let respond = cli.respond || file.respond.unwrap_or(false);
+    let echo = cli.echo || file.echo.unwrap_or(false);
+    let body_size = cli.body_size.or(file.body_size);
+    let mode = if respond {
+        ModeSetting::Respond { body_size: body_size.unwrap_or(DEFAULT_BODY_SIZE), echo }
+    } else {
+        if echo || body_size.is_some() {
+            return Err("--echo and --body-size need --respond".into());
+        }
+        let b = cli.backend.or(file.backend).ok_or("--backend HOST:PORT is required (or --respond)")?;
+        match b.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => return Err(format!("invalid backend {b:?}: expected HOST:PORT")),
+        }
+        ModeSetting::Splice(b)
+    };
+    let max_backoff_ms = cli.max_backoff_ms.or(file.max_backoff_ms).unwrap_or(DEFAULT_MAX_BACKOFF_MS);
+    if !(50..=3_600_000).contains(&max_backoff_ms) {
+        return Err("--max-backoff-ms must be between 50 and 3600000".into());
+    }
+    let lvl = cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
+    let log_level = Level::parse(&lvl).ok_or_else(|| format!("invalid log level {lvl:?}: error, warn, info or debug"))?;
+    Ok(Settings {
+        frontends,
+        node,
+        secret_file,
+        idle,
+        mode,
+        max_backoff: Duration::from_millis(max_backoff_ms),
+        log_level,
+    })
+}
+
+fn main() -> ExitCode {
+    let s = match settings(Cli::parse()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("reversed-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    logging::set_level(s.log_level);
+    let secret = match &s.secret_file {
+        Some(p) => match reversed_proto::load_secret(p) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(run(s, secret))
+}
+
+async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mode, mode_desc) = match &s.mode {
+        ModeSetting::Splice(b) => (Mode::Splice { backend: b.clone() }, format!("splice to {b}")),
+        ModeSetting::Respond { body_size, echo } => (
+            Mode::Respond(responder::Config::new(*body_size, *echo)),
+            if *echo { "respond (echo)".to_string() } else { format!("respond ({body_size}-byte body)") },
+        ),
+    };
+    let fe_list = s.frontends.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ");
+    info!(
+        "reversed-agent {} starting: node {}, front ends {}, {} idle connections per front end, mode {}, auth {}, max backoff {} ms",
+        env!("CARGO_PKG_VERSION"),
+        s.node,
+        fe_list,
+        s.idle,
+        mode_desc,
+        if secret.is_some() { "hmac" } else { "none" },
+        s.max_backoff.as_millis()
+    );
+    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            error!("cannot install signal handlers");
+            return ExitCode::from(1);
+        }
+    };
+    let busy = Arc::new(Busy::default());
+    let agent = Arc::new(Agent { node: s.node.clone(), secret, mode, max_backoff: s.max_backoff, busy: busy.clone() });
+    let (sd_tx, sd_rx) = watch::channel(false);
+    let keepers: Vec<_> = s
+        .frontends
+        .iter()
+        .map(|fe| tokio::spawn(pool::run_frontend(fe.clone(), s.idle, agent.clone(), sd_rx.clone())))
+        .collect();
+    let sig = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!("{sig}: stopping: no more dials, closing idle connections, waiting for {} busy connections (up to {} s)", busy.count(), SHUTDOWN_GRACE.as_secs());
+    let _ = sd_tx.send(true);
+    for k in keepers {
+        let _ = k.await;
+    }
+    tokio::select! {
+        _ = busy.wait_zero() => info!("all connections finished; exiting"),
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => warn!("{} busy connections still open after {} s; exiting anyway", busy.count(), SHUTDOWN_GRACE.as_secs()),
+        _ = term.recv() => warn!("second signal: exiting now with {} busy connections", busy.count()),
+        _ = int.recv() => warn!("second signal: exiting now with {} busy connections", busy.count()),
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut v = vec!["reversed-agent"];
+        v.extend_from_slice(args);
+        settings(Cli::try_parse_from(v).map_err(|e| e.to_string())?)
+    }
+
+    #[test]
+    fn cli_defaults_and_validation() {
+        let s = parse(&["--frontend", "127.0.0.1:9000-9003", "--node", "app1", "--no-auth", "--respond"]).unwrap();
+        assert_eq!(s.idle, 8);
+        assert_eq!(s.max_backoff, Duration::from_millis(5000));
+        assert_eq!(s.mode, ModeSetting::Respond { body_size: 1024, echo: false });
+        assert!(s.secret_file.is_none());
+        assert_eq!(s.log_level, Level::Info);
+        assert!(parse(&["--node", "app1", "--no-auth", "--respond"]).unwrap_err().contains("--frontend"));
+        assert!(parse(&["--frontend", "h:1", "--node", "a b", "--no-auth", "--respond"]).is_err());
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--respond"]).unwrap_err().contains("--secret-file"));
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth"]).unwrap_err().contains("--backend"));
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth", "--backend", "b:0"]).is_err());
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth", "--respond", "--idle", "0"]).is_err());
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth", "--respond", "--log-level", "loud"]).is_err());
+        let s = parse(&["--frontend", "h:1", "--frontend", "g:5-6", "--node", "a", "--secret-file", "/s", "--backend", "127.0.0.1:8009"]).unwrap();
+        assert_eq!(s.frontends.len(), 2);
+        assert_eq!(s.mode, ModeSetting::Splice("127.0.0.1:8009".into()));
+    }
+
+    #[test]
+    fn config_file_and_overrides() {
+        let dir = std::env::temp_dir().join(format!("reversed-agent-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("agent.toml");
+        std::fs::write(
+            &p,
+            r#"
+frontends = ["127.0.0.1:9000-9003", "10.0.0.2:9000"]
+node = "app1"
+secret_file = "/etc/reversed/app1.secret"
+idle = 16
+backend = "127.0.0.1:8009"
+max_backoff_ms = 2000
+log_level = "debug"
+"#,
+        )
+        .unwrap();
+        let ps = p.to_str().unwrap();
+        let s = parse(&["--config", ps]).unwrap();
+        assert_eq!(s.frontends.len(), 2);
+        assert_eq!(s.idle, 16);
+        assert_eq!(s.log_level, Level::Debug);
+        assert_eq!(s.secret_file.as_deref(), Some(std::path::Path::new("/etc/reversed/app1.secret")));
+        let s = parse(&["--config", ps, "--idle", "3", "--frontend", "h:1", "--respond", "--echo"]).unwrap();
+        assert_eq!(s.idle, 3);
+        assert_eq!(s.frontends, vec![FrontEnd::parse("h:1").unwrap()]);
+        assert_eq!(s.mode, ModeSetting::Respond { body_size: 1024, echo: true });
+        std::fs::write(&p, "nodee = \"x\"\n").unwrap();
+        assert!(parse(&["--config", ps]).unwrap_err().contains("nodee"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

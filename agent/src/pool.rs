@@ -1,0 +1,751 @@
+//! Pool keeping: per front end, keep `idle` authenticated idle connections
+//! spread over the ports of its range, replace them as they get used or closed,
+//! and back off ports that fail.
+
+use std::fmt;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reversed_proto::{Refusal, Verdict};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+
+use crate::handshake::{self, HandshakeError};
+use crate::responder;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_START: Duration = Duration::from_millis(50);
+/// Least backoff after an authentication failure.
+const AUTH_BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// An idle connection that httpd closes sooner than this counts as a failed dial.
+const QUICK_CLOSE: Duration = Duration::from_secs(1);
+/// Quick closes further apart than this start a new streak.
+const QUICK_STREAK_WINDOW: Duration = Duration::from_secs(30);
+/// Most dials in flight per front end.
+const MAX_DIALS_IN_FLIGHT: usize = 64;
+/// Authentication errors are logged on the first failure of a streak and then every N attempts.
+const AUTH_LOG_EVERY: u32 = 20;
+
+/// An httpd front end and its port range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrontEnd {
+    pub host: String,
+    pub first: u16,
+    pub last: u16,
+}
+
+impl FrontEnd {
+    /// Parses `HOST:FIRST-LAST` or `HOST:PORT` (IPv6 hosts in brackets).
+    pub fn parse(s: &str) -> Result<FrontEnd, String> {
+        let bad = |why: &str| format!("invalid front end {s:?}: {why} (expected HOST:FIRST-LAST or HOST:PORT)");
+        let (host, ports) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        if host.is_empty() || host.contains(['[', ']', ' ', '/']) {
+            return Err(bad("bad host"));
+        }
+        let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| bad("bad port"));
+        let (first, last) = match ports.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(ports)?, port(ports)?),
+        };
+        if first > last {
+            return Err(bad("the first port is above the last"));
+        }
+        Ok(FrontEnd { host: host.to_owned(), first, last })
+    }
+
+    fn addr(&self, port: u16) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, port)
+        } else {
+            format!("{}:{}", self.host, port)
+        }
+    }
+}
+
+impl fmt::Display for FrontEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        if self.first == self.last {
+            write!(f, "{}:{}", h, self.first)
+        } else {
+            write!(f, "{}:{}-{}", h, self.first, self.last)
+        }
+    }
+}
+
+/// What to do with a connection once httpd writes a request into it.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Splice { backend: String },
+    Respond(responder::Config),
+}
+
+/// Counts connections carrying requests, for graceful shutdown.
+#[derive(Default)]
+pub struct Busy {
+    n: AtomicUsize,
+    zero: Notify,
+}
+
+pub struct BusyGuard(Arc<Busy>);
+
+impl Busy {
+    pub fn enter(self: &Arc<Self>) -> BusyGuard {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        BusyGuard(self.clone())
+    }
+    pub fn count(&self) -> usize {
+        self.n.load(Ordering::SeqCst)
+    }
+    pub async fn wait_zero(&self) {
+        loop {
+            let notified = self.zero.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
+
+/// Everything the dialers share.
+pub struct Agent {
+    pub node: String,
+    /// None: `--no-auth`, the connection is idle right after connect.
+    pub secret: Option<Vec<u8>>,
+    pub mode: Mode,
+    pub max_backoff: Duration,
+    pub busy: Arc<Busy>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub dials: u64,
+    pub accepted: u64,
+    pub used: u64,
+}
+
+#[derive(Debug)]
+enum Fail {
+    /// Connection refused, timeout, I/O or protocol trouble.
+    Net(String),
+    /// Authentication / identity problem: the message is complete and logged as an error.
+    Auth(String),
+    /// Pool full or shutting down: try other ports.
+    Busy(&'static str),
+    /// Shutdown began while dialing.
+    Cancelled,
+}
+
+enum Event {
+    Dialed { port: u16, result: Result<(), Fail> },
+    Used { port: u16 },
+    Closed { port: u16, lived: Duration, by_us: bool },
+}
+
+#[derive(Debug)]
+struct Port {
+    port: u16,
+    idle: usize,
+    dialing: usize,
+    /// Consecutive failures (Net/Auth).
+    streak: u32,
+    /// Refused with PoolFull/ShuttingDown since the last success.
+    full: bool,
+    /// Consecutive accepted connections that httpd closed right away (see QUICK_CLOSE);
+    /// reset when a connection gets used or lives long.
+    quick: u32,
+    last_quick: Option<Instant>,
+    next_allowed: Instant,
+}
+
+/// Resolves when shutdown begins (or its sender is gone).
+pub async fn shutdown_begun(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Small xorshift generator for backoff jitter, seeded from the OS.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new() -> Jitter {
+        let mut b = [0u8; 8];
+        let _ = getrandom::getrandom(&mut b);
+        Jitter(u64::from_le_bytes(b) | 1)
+    }
+    /// Uniform in [lo, hi].
+    fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let span = hi.saturating_sub(lo).as_micros() as u64;
+        lo + Duration::from_micros(if span == 0 { 0 } else { self.0 % (span + 1) })
+    }
+}
+
+struct Keeper {
+    fe: Arc<FrontEnd>,
+    agent: Arc<Agent>,
+    target: usize,
+    ports: Vec<Port>,
+    rotate: usize,
+    jitter: Jitter,
+    tx: mpsc::UnboundedSender<Event>,
+    shutdown: watch::Receiver<bool>,
+    ready: bool,
+    full_logged: bool,
+    stats: Stats,
+}
+
+/// Keeps the pool of one front end until shutdown; returns its counters.
+pub async fn run_frontend(fe: FrontEnd, target: usize, agent: Arc<Agent>, shutdown: watch::Receiver<bool>) -> Stats {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let now = Instant::now();
+    let ports = (fe.first..=fe.last)
+        .map(|port| Port { port, idle: 0, dialing: 0, streak: 0, full: false, quick: 0, last_quick: None, next_allowed: now })
+        .collect();
+    let mut k = Keeper {
+        fe: Arc::new(fe),
+        agent,
+        target,
+        ports,
+        rotate: 0,
+        jitter: Jitter::new(),
+        tx,
+        shutdown: shutdown.clone(),
+        ready: false,
+        full_logged: false,
+        stats: Stats::default(),
+    };
+    let mut sd = shutdown;
+    loop {
+        if *sd.borrow() {
+            break;
+        }
+        k.fill();
+        let wake = k.next_wake();
+        tokio::select! {
+            biased;
+            ev = rx.recv() => match ev {
+                Some(ev) => k.on_event(ev),
+                None => break,
+            },
+            _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+            _ = shutdown_begun(&mut sd) => break,
+        }
+    }
+    let idle: usize = k.ports.iter().map(|p| p.idle).sum();
+    info!(
+        "front end {}: stopping, closing {} idle connections ({} dials, {} accepted, {} used)",
+        k.fe, idle, k.stats.dials, k.stats.accepted, k.stats.used
+    );
+    k.stats
+}
+
+impl Keeper {
+    fn idle(&self) -> usize {
+        self.ports.iter().map(|p| p.idle).sum()
+    }
+
+    /// Starts dials until idle + dialing reaches the target, least-loaded eligible port first.
+    fn fill(&mut self) {
+        let now = Instant::now();
+        let n = self.ports.len();
+        loop {
+            let held: usize = self.ports.iter().map(|p| p.idle + p.dialing).sum();
+            let dialing: usize = self.ports.iter().map(|p| p.dialing).sum();
+            if held >= self.target || dialing >= MAX_DIALS_IN_FLIGHT {
+                return;
+            }
+            let mut best: Option<(usize, usize)> = None;
+            for k in 0..n {
+                let i = (self.rotate + k) % n;
+                let p = &self.ports[i];
+                if p.next_allowed > now {
+                    continue;
+                }
+                // A port that has been failing gets one probe at a time.
+                if (p.streak > 0 || p.full || p.quick > 0) && p.dialing > 0 {
+                    continue;
+                }
+                let load = p.idle + p.dialing;
+                if best.map_or(true, |(_, l)| load < l) {
+                    best = Some((i, load));
+                }
+            }
+            let Some((i, _)) = best else { return };
+            self.rotate = (i + 1) % n;
+            self.ports[i].dialing += 1;
+            self.stats.dials += 1;
+            let port = self.ports[i].port;
+            tokio::spawn(dial_task(self.fe.clone(), self.agent.clone(), port, self.tx.clone(), self.shutdown.clone()));
+        }
+    }
+
+    /// When some port's backoff ends, if the pool is short and nothing can be dialled now.
+    fn next_wake(&self) -> Option<Instant> {
+        let held: usize = self.ports.iter().map(|p| p.idle + p.dialing).sum();
+        if held >= self.target {
+            return None;
+        }
+        let now = Instant::now();
+        self.ports.iter().map(|p| p.next_allowed).filter(|&t| t > now).min()
+    }
+
+    fn backoff(&mut self, streak: u32) -> Duration {
+        let max = self.agent.max_backoff.max(BACKOFF_START);
+        let exp = BACKOFF_START.saturating_mul(1u32 << streak.saturating_sub(1).min(16));
+        let d = exp.min(max);
+        // +-25 % jitter, capped at the maximum.
+        self.jitter.between(d * 3 / 4, d * 5 / 4).min(max)
+    }
+
+    fn slot(&mut self, port: u16) -> usize {
+        (port - self.fe.first) as usize
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Dialed { port, result } => {
+                let i = self.slot(port);
+                self.ports[i].dialing -= 1;
+                self.on_dialed(i, result);
+            }
+            Event::Used { port } => {
+                let i = self.slot(port);
+                self.ports[i].idle -= 1;
+                self.ports[i].quick = 0;
+                self.stats.used += 1;
+            }
+            Event::Closed { port, lived, by_us } => {
+                let i = self.slot(port);
+                self.ports[i].idle -= 1;
+                if by_us {
+                    return;
+                }
+                let addr = self.fe.addr(port);
+                self.ready = false;
+                if lived < QUICK_CLOSE {
+                    // Accepted, then closed at once: pace the redials like failures.
+                    let now = Instant::now();
+                    let recent = self.ports[i].last_quick.is_some_and(|t| now - t < QUICK_STREAK_WINDOW);
+                    let quick = if recent { self.ports[i].quick + 1 } else { 1 };
+                    self.ports[i].quick = quick;
+                    self.ports[i].last_quick = Some(now);
+                    let d = self.backoff(quick);
+                    let p = &mut self.ports[i];
+                    p.next_allowed = p.next_allowed.max(now + d);
+                    if quick == 1 {
+                        warn!(
+                            "{addr} (front end {}): httpd closed the connection {} ms after accepting it; backing off",
+                            self.fe,
+                            lived.as_millis()
+                        );
+                    } else {
+                        debug!("{addr}: closed right after accepting again ({quick} in a row); next try in {} ms", d.as_millis());
+                    }
+                } else {
+                    self.ports[i].quick = 0;
+                    debug!("idle connection to {addr} closed by httpd after {:.1} s; redialing", lived.as_secs_f64());
+                }
+            }
+        }
+        let idle = self.idle();
+        if idle >= self.target && !self.ready {
+            info!("front end {} ready: {}/{} idle connections", self.fe, idle, self.target);
+            self.ready = true;
+            self.full_logged = false;
+        }
+    }
+
+    fn on_dialed(&mut self, i: usize, result: Result<(), Fail>) {
+        let addr = self.fe.addr(self.ports[i].port);
+        let now = Instant::now();
+        match result {
+            Ok(()) => {
+                self.stats.accepted += 1;
+                let p = &mut self.ports[i];
+                p.idle += 1;
+                if p.streak > 0 {
+                    info!("{addr} (front end {}) OK again after {} failed attempts", self.fe, p.streak);
+                }
+                p.streak = 0;
+                p.full = false;
+                if p.quick > 0 {
+                    // The last ones were closed right away: wait before trusting this one.
+                    let q = p.quick;
+                    let d = self.backoff(q);
+                    self.ports[i].next_allowed = now + d;
+                }
+            }
+            Err(Fail::Cancelled) => {}
+            Err(Fail::Busy(what)) => {
+                let d = self.jitter.between(Duration::from_millis(500), Duration::from_millis(1000));
+                let p = &mut self.ports[i];
+                p.full = true;
+                p.next_allowed = now + d;
+                debug!("{addr}: {what}; retrying this port in {} ms", d.as_millis());
+                self.ready = false;
+                if !self.full_logged {
+                    self.full_logged = true;
+                    info!(
+                        "front end {} pool full: {} ({}/{} idle connections); backing off such ports and trying others",
+                        self.fe,
+                        what,
+                        self.idle(),
+                        self.target
+                    );
+                }
+            }
+            Err(Fail::Net(msg)) => {
+                self.ports[i].streak += 1;
+                let streak = self.ports[i].streak;
+                let d = self.backoff(streak);
+                self.ports[i].next_allowed = now + d;
+                self.ready = false;
+                if streak == 1 {
+                    warn!("dial {addr} (front end {}) failed: {msg}; backing off (up to {} ms)", self.fe, self.agent.max_backoff.as_millis());
+                } else {
+                    debug!("dial {addr} failed again ({streak} in a row): {msg}; next try in {} ms", d.as_millis());
+                }
+            }
+            Err(Fail::Auth(msg)) => {
+                self.ports[i].streak += 1;
+                let streak = self.ports[i].streak;
+                let d = self.backoff(streak).max(AUTH_BACKOFF_MIN);
+                self.ports[i].next_allowed = now + d;
+                self.ready = false;
+                if streak == 1 || streak % AUTH_LOG_EVERY == 0 {
+                    error!("{msg}; front end {}, attempt {streak}, backing off", self.fe);
+                } else {
+                    debug!("{msg}; next try in {} ms", d.as_millis());
+                }
+            }
+        }
+    }
+}
+
+fn classify(e: HandshakeError, addr: &str, node: &str) -> Fail {
+    match e {
+        HandshakeError::Impostor => {
+            Fail::Auth(format!("httpd at {addr} failed to prove the secret for node {node} (wrong secret or impostor)"))
+        }
+        HandshakeError::Rejected(Verdict::BadProof) => {
+            Fail::Auth(format!("httpd at {addr} rejected the proof of node {node}: wrong secret"))
+        }
+        HandshakeError::Refused(Refusal::WrongNode) => Fail::Auth(format!(
+            "httpd at {addr} refused node {node}: this port belongs to another node (wrong --node or port range)"
+        )),
+        HandshakeError::Refused(Refusal::BadHello) => {
+            Fail::Auth(format!("httpd at {addr} refused the hello of node {node} as malformed (version mismatch?)"))
+        }
+        HandshakeError::Refused(Refusal::ShuttingDown) => Fail::Busy(Refusal::ShuttingDown.describe()),
+        HandshakeError::Rejected(v @ (Verdict::PoolFull | Verdict::ShuttingDown)) => Fail::Busy(v.describe()),
+        other => Fail::Net(other.to_string()),
+    }
+}
+
+fn set_sockopts(s: &TcpStream) -> io::Result<()> {
+    s.set_nodelay(true)?;
+    socket2::SockRef::from(s).set_keepalive(true)
+}
+
+async fn connect(fe: &FrontEnd, agent: &Agent, port: u16) -> Result<TcpStream, Fail> {
+    let addr = fe.addr(port);
+    let mut s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((fe.host.as_str(), port))).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(Fail::Net(e.to_string())),
+        Err(_) => return Err(Fail::Net(format!("connect timed out after {} s", CONNECT_TIMEOUT.as_secs()))),
+    };
+    if let Err(e) = set_sockopts(&s) {
+        debug!("{addr}: cannot set socket options: {e}");
+    }
+    if let Some(secret) = &agent.secret {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::dial(&mut s, agent.node.as_bytes(), secret)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(classify(e, &addr, &agent.node)),
+            Err(_) => return Err(Fail::Net(format!("handshake timed out after {} s", HANDSHAKE_TIMEOUT.as_secs()))),
+        }
+    }
+    Ok(s)
+}
+
+/// Dials one connection, reports the result, waits idle for a request, then
+/// splices or responds.
+async fn dial_task(
+    fe: Arc<FrontEnd>,
+    agent: Arc<Agent>,
+    port: u16,
+    tx: mpsc::UnboundedSender<Event>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let r = tokio::select! {
+        r = connect(&fe, &agent, port) => r,
+        _ = shutdown_begun(&mut shutdown) => Err(Fail::Cancelled),
+    };
+    let s = match r {
+        Ok(s) => s,
+        Err(f) => {
+            let _ = tx.send(Event::Dialed { port, result: Err(f) });
+            return;
+        }
+    };
+    let _ = tx.send(Event::Dialed { port, result: Ok(()) });
+    let since = Instant::now();
+    // Idle: no buffer is held until httpd writes something.
+    let first = loop {
+        tokio::select! {
+            biased;
+            r = s.readable() => {
+                if r.is_err() {
+                    break None;
+                }
+                let mut buf = vec![0u8; 16 * 1024];
+                match s.try_read(&mut buf) {
+                    Ok(0) => break None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        break Some(buf);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break None,
+                }
+            }
+            _ = shutdown_begun(&mut shutdown) => {
+                let _ = tx.send(Event::Closed { port, lived: since.elapsed(), by_us: true });
+                return;
+            }
+        }
+    };
+    let Some(first) = first else {
+        let _ = tx.send(Event::Closed { port, lived: since.elapsed(), by_us: false });
+        return;
+    };
+    // Busy before the pool learns about it, so that shutdown cannot miss it.
+    let _guard = agent.busy.enter();
+    let _ = tx.send(Event::Used { port });
+    match &agent.mode {
+        Mode::Splice { backend } => crate::splice::run(s, first, backend).await,
+        Mode::Respond(cfg) => responder::serve(s, first, cfg, shutdown).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handshake::fake_httpd;
+    use std::sync::atomic::AtomicU64;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const SECRET: &[u8] = b"0123456789abcdef-pool-secret";
+
+    fn agent(secret: Option<&[u8]>, max_backoff_ms: u64) -> Arc<Agent> {
+        Arc::new(Agent {
+            node: "app1".into(),
+            secret: secret.map(|s| s.to_vec()),
+            mode: Mode::Respond(responder::Config::new(26, false)),
+            max_backoff: Duration::from_millis(max_backoff_ms),
+            busy: Arc::new(Busy::default()),
+        })
+    }
+
+    #[test]
+    fn parse_front_ends() {
+        assert_eq!(
+            FrontEnd::parse("127.0.0.1:9000-9003").unwrap(),
+            FrontEnd { host: "127.0.0.1".into(), first: 9000, last: 9003 }
+        );
+        let f = FrontEnd::parse("web1:8080").unwrap();
+        assert_eq!((f.first, f.last), (8080, 8080));
+        assert_eq!(f.to_string(), "web1:8080");
+        let f = FrontEnd::parse("[::1]:9000-9001").unwrap();
+        assert_eq!(f.host, "::1");
+        assert_eq!(f.to_string(), "[::1]:9000-9001");
+        assert_eq!(f.addr(9001), "[::1]:9001");
+        for bad in ["127.0.0.1", "h:0", "h:9003-9000", ":9000", "h:x", "h:1-2-3", "h:70000"] {
+            assert!(FrontEnd::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut j = Jitter::new();
+        for _ in 0..100 {
+            let d = j.between(Duration::from_millis(500), Duration::from_millis(1000));
+            assert!(d >= Duration::from_millis(500) && d <= Duration::from_millis(1000));
+        }
+    }
+
+    /// Fake httpd: accepts, handshakes with `secret`, keeps accepted connections
+    /// and hands them to the test.
+    async fn fake_httpd(
+        l: TcpListener,
+        secret: &'static [u8],
+        conns: mpsc::UnboundedSender<TcpStream>,
+        proofs: Arc<AtomicU64>,
+    ) {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else { return };
+            let conns = conns.clone();
+            let proofs = proofs.clone();
+            tokio::spawn(async move {
+                let o = fake_httpd::serve(&mut s, b"app1", secret, None, Verdict::Accepted).await;
+                match o {
+                    Ok(fake_httpd::Outcome::Proof { valid: true }) => {
+                        let _ = conns.send(s);
+                    }
+                    Ok(fake_httpd::Outcome::Proof { valid: false }) => {
+                        proofs.fetch_add(1, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+            });
+        }
+    }
+
+    async fn recv(rx: &mut mpsc::UnboundedReceiver<TcpStream>) -> TcpStream {
+        tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.expect("no connection in time").unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pool_fills_refills_after_use_and_responds() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (ctx, mut crx) = mpsc::unbounded_channel();
+        tokio::spawn(fake_httpd(l, SECRET, ctx, Arc::new(AtomicU64::new(0))));
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let keeper = tokio::spawn(run_frontend(fe, 2, agent(Some(SECRET), 1000), sd_rx));
+
+        let mut c1 = recv(&mut crx).await;
+        let _c2 = recv(&mut crx).await;
+        // No third connection while both are idle.
+        assert!(tokio::time::timeout(Duration::from_millis(200), crx.recv()).await.is_err());
+
+        // httpd writes a request into an idle connection: a replacement gets dialled
+        // and the responder answers, keeping the connection alive.
+        c1.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        let _c3 = recv(&mut crx).await;
+        let mut buf = Vec::new();
+        while !buf.ends_with(b"abcdefghijklmnopqrstuvwxyz") {
+            let mut t = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(3), c1.read(&mut t)).await.unwrap().unwrap();
+            assert!(n > 0);
+            buf.extend_from_slice(&t[..n]);
+        }
+        let head = String::from_utf8_lossy(&buf);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("X-Responder: http"));
+        // Keep-alive: a second request on the same connection.
+        c1.write_all(b"GET /status/404 HTTP/1.1\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), c1.read_to_end(&mut rest)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 404 Not Found\r\n"));
+
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sd_tx.send(true).unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        assert_eq!(stats.accepted, 3);
+        assert_eq!(stats.used, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_close_on_shutdown_and_are_replaced_on_eof() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (ctx, mut crx) = mpsc::unbounded_channel();
+        tokio::spawn(fake_httpd(l, SECRET, ctx, Arc::new(AtomicU64::new(0))));
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let keeper = tokio::spawn(run_frontend(fe, 1, agent(Some(SECRET), 1000), sd_rx));
+        let c1 = recv(&mut crx).await;
+        // httpd child exits: the agent redials (paced: the close came quickly, so after a backoff).
+        drop(c1);
+        let mut c2 = recv(&mut crx).await;
+        // (let the agent read the verdict byte first: a dial cancelled mid-handshake resets)
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sd_tx.send(true).unwrap();
+        let mut t = [0u8; 1];
+        let r = tokio::time::timeout(Duration::from_secs(3), c2.read(&mut t)).await.unwrap();
+        assert!(matches!(r, Ok(0)), "idle connection closed on shutdown: {r:?}");
+        tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_secret_backs_off_without_hammering() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (ctx, _crx) = mpsc::unbounded_channel();
+        let proofs = Arc::new(AtomicU64::new(0));
+        tokio::spawn(fake_httpd(l, b"the-httpd-has-another-secret", ctx, proofs.clone()));
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let keeper = tokio::spawn(run_frontend(fe, 4, agent(Some(SECRET), 5000), sd_rx));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sd_tx.send(true).unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        // The first round dials `idle` (4) at once; then auth failures back off at
+        // least 1 s, one probe at a time.
+        assert!((4..=6).contains(&stats.dials), "{stats:?}");
+        assert_eq!(stats.accepted, 0);
+        // The agent never sent a proof to the impostor.
+        assert_eq!(proofs.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_port_backs_off_exponentially() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let keeper = tokio::spawn(run_frontend(fe, 8, agent(Some(SECRET), 400), sd_rx));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sd_tx.send(true).unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        // The first round dials 8 at once; then one probe at a time every ~400 ms
+        // (the cap): about 11 attempts in 1.5 s, never a flood.
+        assert!((8..=13).contains(&stats.dials), "{stats:?}");
+        assert_eq!(stats.accepted, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accept_then_close_is_paced() {
+        // A listener that accepts and immediately closes (e.g. not an httpd at all).
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let accepts = Arc::new(AtomicU64::new(0));
+        let a2 = accepts.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                a2.fetch_add(1, Ordering::SeqCst);
+                drop(s);
+            }
+        });
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        // --no-auth: the connection counts as idle at once; the quick EOF must still be paced.
+        let keeper = tokio::spawn(run_frontend(fe, 8, agent(None, 400), sd_rx));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sd_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        let n = accepts.load(Ordering::SeqCst);
+        assert!((1..=20).contains(&n), "{n} accepts in 1.5 s");
+    }
+}
