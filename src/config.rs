@@ -285,6 +285,12 @@ impl Builder {
             let Some((k, v)) = kv.split_once('=') else {
                 return err(format!("'{kv}' is not a key=value parameter (keys: secret, auth, allow, wait, maxidle)"));
             };
+            // httpd keeps quotes that do not start a word: key="a value".
+            let v = v
+                .strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
+                .unwrap_or(v);
             match k.to_ascii_lowercase().as_str() {
                 "secret" => secret_file = Some(v),
                 "auth" => {
@@ -463,7 +469,7 @@ mod tests {
     fn node_rules() {
         let s = secret_file();
         let mut b = Builder::default();
-        add(&mut b, &format!("app1 ajp://127.0.0.2:1/ 127.0.0.1:9000-9003 secret={} wait=500ms maxidle=4", s.path())).unwrap();
+        add(&mut b, &format!("app1 ajp://127.0.0.2:1/ 127.0.0.1:9000-9003 secret=\"{}\" wait=500ms maxidle=4", s.path())).unwrap();
         assert_eq!(b.cfg.nodes[0].secret, b"0123456789abcdef0123");
         assert_eq!(b.cfg.nodes[0].wait, Duration::from_millis(500));
         assert!(add(&mut b, &format!("app2 ajp://127.0.0.3:1/ 127.0.0.1:9003-9005 secret={}", s.path()))

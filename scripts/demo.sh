@@ -1,0 +1,76 @@
+#!/bin/sh
+# Starts (or stops) the mod_proxy_reversed demo: a private httpd on
+# 127.0.0.1:8088 with the installed module, and two reversed-agents in
+# responder mode that dial into it (one AJP node, one HTTP node).
+# Usage: scripts/demo.sh start|stop      (`make demo` installs first)
+set -eu
+DIR=${DEMO_DIR:-/var/tmp/mod_proxy_reversed-demo}
+PORT=${DEMO_PORT:-8088}
+APXS=${APXS:-apxs}
+MODDIR=$($APXS -q LIBEXECDIR 2>/dev/null || echo /usr/lib/apache2/modules)
+HTTPD=${HTTPD:-$(command -v apache2 || command -v httpd)}
+AGENT=${AGENT:-$(command -v reversed-agent || echo /usr/local/bin/reversed-agent)}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+stop() {
+  for f in "$DIR"/agent-*.pid; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+    rm -f "$f"
+  done
+  if [ -f "$DIR/httpd.pid" ]; then
+    "$HTTPD" -f "$DIR/httpd.conf" -k stop 2>/dev/null || true
+    i=0
+    while [ -f "$DIR/httpd.pid" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  fi
+}
+
+case "${1:-start}" in
+stop)
+  stop
+  echo "demo stopped"
+  exit 0
+  ;;
+start) ;;
+*) echo "usage: $0 start|stop" >&2; exit 2 ;;
+esac
+
+stop
+mkdir -p "$DIR"
+for n in app-ajp app-http; do
+  [ -s "$DIR/$n.secret" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/$n.secret")
+done
+sed -e "s#@DIR@#$DIR#g" -e "s#@MODDIR@#$MODDIR#g" -e "s#@PORT@#$PORT#g" \
+  "$here/httpd-conf/standalone.conf" > "$DIR/httpd.conf"
+defs=""
+[ "$(id -u)" = 0 ] || defs="-DNO_USER"
+"$HTTPD" -t -f "$DIR/httpd.conf" $defs
+"$HTTPD" -f "$DIR/httpd.conf" $defs -k start
+
+start_agent() { # node range
+  nohup "$AGENT" --node "$1" --secret-file "$DIR/$1.secret" --frontend "127.0.0.1:$2" \
+    --idle 8 --respond --body-size 64 > "$DIR/agent-$1.log" 2>&1 &
+  echo $! > "$DIR/agent-$1.pid"
+}
+start_agent app-ajp 19100-19103
+start_agent app-http 19110-19113
+
+# Wait (at most 10 s) until both nodes have connections in some child.
+i=0
+while [ $i -lt 100 ]; do
+  st=$(curl -s "http://127.0.0.1:$PORT/reversed-status" || true)
+  if echo "$st" | grep -q 'node=app-ajp .*idle=[1-9]' && echo "$st" | grep -q 'node=app-http .*idle=[1-9]'; then
+    break
+  fi
+  sleep 0.1
+  i=$((i + 1))
+done
+curl -s "http://127.0.0.1:$PORT/reversed-status"
+cat <<MSG
+
+The demo runs in $DIR (httpd on 127.0.0.1:$PORT; agents dial 127.0.0.1:19100-19103 and 19110-19113).
+Try:
+  curl http://127.0.0.1:$PORT/ajp/hello     # through mod_proxy_ajp over a reversed connection
+  curl http://127.0.0.1:$PORT/http/hello    # through mod_proxy_http over a reversed connection
+  curl http://127.0.0.1:$PORT/reversed-status
+Stop it with: make demo-stop
+MSG
