@@ -213,13 +213,14 @@ static apr_status_t prx_pconf_cleanup_c(void *unused)
 static int prx_hook_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     char err[PRX_ERRLEN];
-    int daemons = 0, threads = 0;
+    int limit = 0, daemons = 0, threads = 0;
     if (prx_node_count() == 0) {
         return OK;
     }
-    ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &daemons);
+    ap_mpm_query(AP_MPMQ_HARD_LIMIT_DAEMONS, &limit);
+    ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons);
     ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
-    if (prx_post_config(daemons, threads, err, sizeof(err)) != 0) {
+    if (prx_post_config(limit, daemons, threads, err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "ProxyReversed: %s", err);
         return HTTP_INTERNAL_SERVER_ERROR;
     }

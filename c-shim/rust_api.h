@@ -27,9 +27,10 @@ void prx_cfg_saw_worker(const char *worker_name);
 int prx_cfg_check(char *err, size_t errlen);
 
 /* From post_config (parent): the configuration is final; sets up the shared
- * status table for up to max_children processes. Warnings go to the error log.
+ * status table for up to server_limit processes, and warns (error log) when a
+ * one-thread MPM may run more children (max_children) than a range has ports.
  * Returns 0, or -1 with a message in err. */
-int prx_post_config(int max_children, int threads_per_child, char *err, size_t errlen);
+int prx_post_config(int server_limit, int max_children, int threads_per_child, char *err, size_t errlen);
 
 /* pconf cleanup in the parent: releases the status table. */
 void prx_pconf_cleanup(void);

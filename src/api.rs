@@ -60,7 +60,7 @@ pub fn cfg_check() -> Result<(), String> {
     with_builder(|b| b.check().map_err(|e| e.to_string()))
 }
 
-pub fn post_config(max_children: usize, threads_per_child: usize) -> Result<(), String> {
+pub fn post_config(server_limit: usize, max_children: usize, threads_per_child: usize) -> Result<(), String> {
     let cfg = Arc::new(with_builder(|b| b.cfg.clone()));
     if threads_per_child <= 1 {
         for n in &cfg.nodes {
@@ -75,7 +75,7 @@ pub fn post_config(max_children: usize, threads_per_child: usize) -> Result<(), 
             }
         }
     }
-    let table = match Table::new(max_children) {
+    let table = match Table::new(server_limit.max(max_children)) {
         Ok(t) => Some(Arc::new(t)),
         Err(e) => {
             log::warn(&format!("no shared status table ({e}): the status page shows only the child that serves it"));

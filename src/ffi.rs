@@ -154,8 +154,17 @@ pub extern "C" fn prx_cfg_check(err: *mut c_char, errlen: usize) -> c_int {
 }
 
 #[no_mangle]
-pub extern "C" fn prx_post_config(max_children: c_int, threads: c_int, err: *mut c_char, errlen: usize) -> c_int {
-    guard(-1, || result_to_c(api::post_config(max_children.max(1) as usize, threads.max(1) as usize), err, errlen))
+pub extern "C" fn prx_post_config(
+    server_limit: c_int,
+    max_children: c_int,
+    threads: c_int,
+    err: *mut c_char,
+    errlen: usize,
+) -> c_int {
+    guard(-1, || {
+        let n = |v: c_int| v.max(1) as usize;
+        result_to_c(api::post_config(n(server_limit), n(max_children), n(threads)), err, errlen)
+    })
 }
 
 #[no_mangle]
