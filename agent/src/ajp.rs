@@ -365,10 +365,12 @@ pub mod client {
 
     /// A parsed container response: (status, headers, body, reuse).
     pub type Response = (u16, Vec<(String, String)>, Vec<u8>, bool);
+    /// The response (if complete) with the bytes it took, and the GET_BODY_CHUNK sizes seen.
+    pub type Parsed = (Option<(Response, usize)>, Vec<u16>);
 
     /// Parses container packets from `buf`; `Ok(None)` when END_RESPONSE is not there yet.
     /// GET_BODY_CHUNK packets are returned in the second element.
-    pub fn parse_response(buf: &[u8]) -> Result<(Option<(Response, usize)>, Vec<u16>), AjpError> {
+    pub fn parse_response(buf: &[u8]) -> Result<Parsed, AjpError> {
         let mut pos = 0;
         let mut status = 0;
         let mut headers = Vec::new();

@@ -185,6 +185,13 @@ fn main() -> ExitCode {
         },
         None => None,
     };
+    // Idle connections, plus a backend socket for each used one.
+    let want = (s.idle * s.frontends.len()) as u64 * 3 + 64;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < want => warn!("open file limit is {n}; {want} may be needed for {} idle connections per front end", s.idle),
+        Ok(n) => debug!("open file limit: {n}"),
+        Err(e) => warn!("cannot raise the open file limit: {e}"),
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(2)

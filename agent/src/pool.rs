@@ -19,6 +19,8 @@ use crate::responder;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_START: Duration = Duration::from_millis(50);
+/// Authentication failures back off as if this many more failures had happened (50 ms << 4 = 800 ms).
+const AUTH_BACKOFF_HEAD_START: u32 = 4;
 /// Least backoff after an authentication failure.
 const AUTH_BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// An idle connection that httpd closes sooner than this counts as a failed dial.
@@ -284,7 +286,7 @@ impl Keeper {
                     continue;
                 }
                 let load = p.idle + p.dialing;
-                if best.map_or(true, |(_, l)| load < l) {
+                if best.is_none_or(|(_, l)| load < l) {
                     best = Some((i, load));
                 }
             }
@@ -427,10 +429,11 @@ impl Keeper {
             Err(Fail::Auth(msg)) => {
                 self.ports[i].streak += 1;
                 let streak = self.ports[i].streak;
-                let d = self.backoff(streak).max(AUTH_BACKOFF_MIN);
+                // Retrying cannot fix a wrong secret soon: start around 1 s and grow to the cap.
+                let d = self.backoff(streak + AUTH_BACKOFF_HEAD_START).max(AUTH_BACKOFF_MIN);
                 self.ports[i].next_allowed = now + d;
                 self.ready = false;
-                if streak == 1 || streak % AUTH_LOG_EVERY == 0 {
+                if streak == 1 || streak.is_multiple_of(AUTH_LOG_EVERY) {
                     error!("{msg}; front end {}, attempt {streak}, backing off", self.fe);
                 } else {
                     debug!("{msg}; next try in {} ms", d.as_millis());
@@ -723,6 +726,21 @@ mod tests {
         // (the cap): about 11 attempts in 1.5 s, never a flood.
         assert!((8..=13).contains(&stats.dials), "{stats:?}");
         assert_eq!(stats.accepted, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn single_dial_backoff_doubles() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let keeper = tokio::spawn(run_frontend(fe, 1, agent(Some(SECRET), 5000), sd_rx));
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        sd_tx.send(true).unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        // Attempts at ~0, 50, 150, 350, 750, 1550 ms (+-25 % each step).
+        assert!((4..=7).contains(&stats.dials), "{stats:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
