@@ -729,6 +729,35 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pool_full_port_is_retried_slowly() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let verdicts = Arc::new(AtomicU64::new(0));
+        let v2 = verdicts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let v2 = v2.clone();
+                tokio::spawn(async move {
+                    let o = fake_httpd::serve(&mut s, b"app1", SECRET, None, Verdict::PoolFull).await;
+                    if matches!(o, Ok(fake_httpd::Outcome::Proof { valid: true })) {
+                        v2.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let keeper = tokio::spawn(run_frontend(fe, 4, agent(Some(SECRET), 5000), sd_rx));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sd_tx.send(true).unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        // 4 at once, then one probe every 500-1000 ms.
+        assert!((5..=8).contains(&stats.dials), "{stats:?}");
+        assert_eq!(stats.accepted, 0);
+        assert!(verdicts.load(Ordering::SeqCst) >= 5);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn single_dial_backoff_doubles() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
