@@ -120,21 +120,37 @@ fn run(mpm: Mpm) {
         assert!(st.accepted(node) > 0, "{node}: no accepted handshakes in {st:?}");
         assert_eq!(st.rejected(node), 0, "{node}: rejected handshakes with the right secret: {st:?}");
     }
-    // The text form has one line per child and node.
-    let txt = get(&h.url("/reversed-status")).unwrap();
-    assert_eq!(txt.status, 200);
-    let body = txt.text();
-    for c in &st.children {
-        for n in &c.nodes {
-            assert!(
-                body.lines().any(|l| l.contains(&format!("child={}", c.pid)) && l.contains(&format!("node={}", n.node))),
-                "text status lacks child={} node={}:\n{body}",
-                c.pid,
-                n.node
-            );
+    // The text form has one line per child and node, the same pairs as the
+    // JSON (fetched around it; retried if a child came or went meanwhile).
+    let pairs = |st: &Status| -> Vec<String> {
+        let mut v: Vec<String> =
+            st.children.iter().flat_map(|c| c.nodes.iter().map(move |n| format!("child={} node={}", c.pid, n.node))).collect();
+        v.sort();
+        v
+    };
+    let mut last = String::new();
+    let same = wait_until(Duration::from_secs(5), || {
+        let j1 = status_json(&h).unwrap();
+        let txt = get(&h.url("/reversed-status")).unwrap();
+        let j2 = status_json(&h).unwrap();
+        assert_eq!(txt.status, 200);
+        let body = txt.text();
+        // Every per-child line carries all the fields.
+        for l in body.lines().filter(|l| l.starts_with("child=")) {
+            for k in ["child=", " node=", " port=", " idle=", " busy=", " accepted=", " rejected=", " retired="] {
+                assert!(l.contains(k), "text status line lacks {k:?}: {l}");
+            }
         }
-    }
-    assert!(body.lines().all(|l| l.trim().is_empty() || l.starts_with("child=")), "unexpected text status:\n{body}");
+        let mut tp: Vec<String> = body
+            .lines()
+            .filter(|l| l.starts_with("child="))
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect();
+        tp.sort();
+        last = format!("{body}\n{j1:?}");
+        pairs(&j1) == pairs(&j2) && tp == pairs(&j1)
+    });
+    assert!(same, "text and JSON status disagree:\n{last}");
     let log = h.error_log();
     assert!(
         !log.contains("AH00957") && !log.contains("AH00959"),

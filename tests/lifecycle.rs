@@ -19,7 +19,10 @@ fn graceful_restart(mpm: Mpm) {
         .conf(&ajp.conf(&format!("secret={} wait=2s", secret.display())))
         .conf(STATUS_LOCATION)
         .start();
-    let _a = AgentArgs::respond(&ajp.name, Some(&secret), &ajp.range()).idle(4).spawn(Some(h.dir()));
+    // --idle counts per front end (the whole range); give every child room
+    // for two at the MPM's largest child count.
+    let idle = 2 * mpm.max_children() as u32;
+    let _a = AgentArgs::respond(&ajp.name, Some(&secret), &ajp.range()).idle(idle).spawn(Some(h.dir()));
     let st = wait_all_idle(&h, &["ajp1"], Duration::from_secs(15));
     for i in 0..10 {
         assert_served(&ajp, &get(&ajp.url_on(&h, &format!("before/{i}"))), "before the restart");
@@ -36,7 +39,7 @@ fn graceful_restart(mpm: Mpm) {
             let Ok(s) = &last else { return false };
             !s.children.is_empty()
                 && s.pids().iter().all(|p| !old_now.contains(p) && !old.contains(p))
-                && s.idle("ajp1") > 0
+                && s.all_children_idle(&["ajp1"])
                 && matches!(get(&ajp.url_on(&h, "probe")), Ok(r) if r.status == 200)
         });
         assert!(
@@ -45,7 +48,11 @@ fn graceful_restart(mpm: Mpm) {
         );
         eprintln!("{} graceful round {round}: new generation serving after {:?}", mpm.name(), t.elapsed());
         for i in 0..20 {
-            assert_served(&ajp, &get(&ajp.url_on(&h, &format!("after/{round}/{i}"))), "after the restart");
+            let r = get(&ajp.url_on(&h, &format!("after/{round}/{i}")));
+            if !matches!(&r, Ok(x) if x.status == 200) {
+                eprintln!("request {i} after round {round} failed; status now: {:?}", status_json(&h));
+            }
+            assert_served(&ajp, &r, "after the restart");
         }
         // Every new child has its own port in the range.
         let s = last.unwrap();
