@@ -4,8 +4,8 @@ use std::fmt;
 use std::io;
 
 use reversed_proto::{
-    client_proof, encode_hello, nonce, parse_challenge, verify_server_proof, Challenge, ProtoError, Refusal,
-    Verdict, CHALLENGE_OK_LEN, CHALLENGE_REFUSE_LEN,
+    client_proof, encode_hello, nonce, parse_challenge, verify_server_proof, Challenge, ProtoError,
+    Refusal, Verdict, CHALLENGE_OK_LEN, CHALLENGE_REFUSE_LEN,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -31,7 +31,10 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Closed => write!(f, "httpd closed the connection during the handshake"),
             HandshakeError::Proto(e) => write!(f, "handshake protocol error: {e}"),
             HandshakeError::Refused(r) => write!(f, "httpd {}", r.describe()),
-            HandshakeError::Impostor => write!(f, "httpd failed to prove the secret (wrong secret or impostor)"),
+            HandshakeError::Impostor => write!(
+                f,
+                "httpd failed to prove the secret (wrong secret or impostor)"
+            ),
             HandshakeError::Rejected(v) => write!(f, "httpd {}", v.describe()),
             HandshakeError::UnknownVerdict(b) => write!(f, "unknown handshake verdict {b}"),
         }
@@ -76,7 +79,13 @@ where
             None if need < CHALLENGE_OK_LEN => need = CHALLENGE_OK_LEN,
             None => return Err(HandshakeError::Closed),
             Some((Challenge::Refused(r), _)) => return Err(HandshakeError::Refused(r)),
-            Some((Challenge::Continue { server_nonce, server_proof }, _)) => break (server_nonce, server_proof),
+            Some((
+                Challenge::Continue {
+                    server_nonce,
+                    server_proof,
+                },
+                _,
+            )) => break (server_nonce, server_proof),
         }
     };
     if !verify_server_proof(secret, node, &cn, &sn, &sp) {
@@ -96,12 +105,16 @@ where
 #[cfg(test)]
 pub mod fake_httpd {
     use super::*;
-    use reversed_proto::{encode_challenge_ok, encode_refusal, parse_hello, server_proof, verify_client_proof};
+    use reversed_proto::{
+        encode_challenge_ok, encode_refusal, parse_hello, server_proof, verify_client_proof,
+    };
 
     #[derive(Debug, PartialEq, Eq)]
     pub enum Outcome {
         /// The agent's proof verified and `verdict` was sent.
-        Proof { valid: bool },
+        Proof {
+            valid: bool,
+        },
         /// The agent closed without sending a proof.
         NoProof,
         Refused,
@@ -147,7 +160,8 @@ pub mod fake_httpd {
             }
             got += n;
         }
-        let valid = !wrong_node && verify_client_proof(secret, &hello.node, &hello.client_nonce, &sn, &proof);
+        let valid = !wrong_node
+            && verify_client_proof(secret, &hello.node, &hello.client_nonce, &sn, &proof);
         let v = if valid { verdict } else { Verdict::BadProof };
         s.write_all(&[v as u8]).await?;
         Ok(Outcome::Proof { valid })
@@ -176,7 +190,10 @@ mod tests {
         let mut c = TcpStream::connect(addr).await.unwrap();
         let r = dial(&mut c, b"app1", SECRET).await;
         drop(c);
-        let o = tokio::time::timeout(std::time::Duration::from_secs(3), server).await.unwrap().unwrap();
+        let o = tokio::time::timeout(std::time::Duration::from_secs(3), server)
+            .await
+            .unwrap()
+            .unwrap();
         (r, o)
     }
 
@@ -198,18 +215,30 @@ mod tests {
     async fn bad_proof_verdict() {
         // httpd proves itself but rejects us anyway (e.g. rotated secret on one side).
         let (r, _) = run(SECRET, None, Verdict::BadProof).await;
-        assert!(matches!(r, Err(HandshakeError::Rejected(Verdict::BadProof))), "{r:?}");
+        assert!(
+            matches!(r, Err(HandshakeError::Rejected(Verdict::BadProof))),
+            "{r:?}"
+        );
         let (r, _) = run(SECRET, None, Verdict::PoolFull).await;
-        assert!(matches!(r, Err(HandshakeError::Rejected(Verdict::PoolFull))), "{r:?}");
+        assert!(
+            matches!(r, Err(HandshakeError::Rejected(Verdict::PoolFull))),
+            "{r:?}"
+        );
     }
 
     #[tokio::test]
     async fn refusals() {
         let (r, o) = run(SECRET, Some(Refusal::WrongNode), Verdict::Accepted).await;
-        assert!(matches!(r, Err(HandshakeError::Refused(Refusal::WrongNode))), "{r:?}");
+        assert!(
+            matches!(r, Err(HandshakeError::Refused(Refusal::WrongNode))),
+            "{r:?}"
+        );
         assert_eq!(o.unwrap(), Outcome::Refused);
         let (r, _) = run(SECRET, Some(Refusal::ShuttingDown), Verdict::Accepted).await;
-        assert!(matches!(r, Err(HandshakeError::Refused(Refusal::ShuttingDown))), "{r:?}");
+        assert!(
+            matches!(r, Err(HandshakeError::Refused(Refusal::ShuttingDown))),
+            "{r:?}"
+        );
     }
 
     #[tokio::test]
@@ -221,7 +250,10 @@ mod tests {
             b.write_all(b"HTTP/1.1 400 Bad Request\r\n").await.unwrap();
         });
         let r = dial(&mut a, b"app1", SECRET).await;
-        assert!(matches!(r, Err(HandshakeError::Proto(ProtoError::BadMagic))), "{r:?}");
+        assert!(
+            matches!(r, Err(HandshakeError::Proto(ProtoError::BadMagic))),
+            "{r:?}"
+        );
         t.await.unwrap();
 
         let (mut a, b) = tokio::io::duplex(1024);

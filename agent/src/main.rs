@@ -109,25 +109,40 @@ enum ModeSetting {
 fn settings(cli: Cli) -> Result<Settings, String> {
     let file = match &cli.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
-            toml::from_str::<FileConfig>(&text).map_err(|e| format!("config file {}: {e}", p.display()))?
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+            toml::from_str::<FileConfig>(&text)
+                .map_err(|e| format!("config file {}: {e}", p.display()))?
         }
         None => FileConfig::default(),
     };
-    let fe_strings = if !cli.frontends.is_empty() { cli.frontends } else { file.frontends.unwrap_or_default() };
+    let fe_strings = if !cli.frontends.is_empty() {
+        cli.frontends
+    } else {
+        file.frontends.unwrap_or_default()
+    };
     if fe_strings.is_empty() {
         return Err("at least one --frontend HOST:FIRST-LAST is required".into());
     }
-    let frontends = fe_strings.iter().map(|s| FrontEnd::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    let frontends = fe_strings
+        .iter()
+        .map(|s| FrontEnd::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let node = cli.node.or(file.node).ok_or("--node NAME is required")?;
     if !reversed_proto::valid_node(node.as_bytes()) {
-        return Err(format!("invalid node name {node:?}: 1-64 bytes of [A-Za-z0-9._-]"));
+        return Err(format!(
+            "invalid node name {node:?}: 1-64 bytes of [A-Za-z0-9._-]"
+        ));
     }
     let no_auth = cli.no_auth || file.no_auth.unwrap_or(false);
     let secret_file = if no_auth {
         None
     } else {
-        Some(cli.secret_file.or(file.secret_file).ok_or("--secret-file PATH is required (or --no-auth)")?)
+        Some(
+            cli.secret_file
+                .or(file.secret_file)
+                .ok_or("--secret-file PATH is required (or --no-auth)")?,
+        )
     };
     let idle = cli.idle.or(file.idle).unwrap_or(DEFAULT_IDLE);
     if idle == 0 || idle > MAX_IDLE {
@@ -137,24 +152,37 @@ fn settings(cli: Cli) -> Result<Settings, String> {
     let echo = cli.echo || file.echo.unwrap_or(false);
     let body_size = cli.body_size.or(file.body_size);
     let mode = if respond {
-        ModeSetting::Respond { body_size: body_size.unwrap_or(DEFAULT_BODY_SIZE), echo }
+        ModeSetting::Respond {
+            body_size: body_size.unwrap_or(DEFAULT_BODY_SIZE),
+            echo,
+        }
     } else {
         if echo || body_size.is_some() {
             return Err("--echo and --body-size need --respond".into());
         }
-        let b = cli.backend.or(file.backend).ok_or("--backend HOST:PORT is required (or --respond)")?;
+        let b = cli
+            .backend
+            .or(file.backend)
+            .ok_or("--backend HOST:PORT is required (or --respond)")?;
         match b.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {}
             _ => return Err(format!("invalid backend {b:?}: expected HOST:PORT")),
         }
         ModeSetting::Splice(b)
     };
-    let max_backoff_ms = cli.max_backoff_ms.or(file.max_backoff_ms).unwrap_or(DEFAULT_MAX_BACKOFF_MS);
+    let max_backoff_ms = cli
+        .max_backoff_ms
+        .or(file.max_backoff_ms)
+        .unwrap_or(DEFAULT_MAX_BACKOFF_MS);
     if !(50..=3_600_000).contains(&max_backoff_ms) {
         return Err("--max-backoff-ms must be between 50 and 3600000".into());
     }
-    let lvl = cli.log_level.or(file.log_level).unwrap_or_else(|| "info".into());
-    let log_level = Level::parse(&lvl).ok_or_else(|| format!("invalid log level {lvl:?}: error, warn, info or debug"))?;
+    let lvl = cli
+        .log_level
+        .or(file.log_level)
+        .unwrap_or_else(|| "info".into());
+    let log_level = Level::parse(&lvl)
+        .ok_or_else(|| format!("invalid log level {lvl:?}: error, warn, info or debug"))?;
     Ok(Settings {
         frontends,
         node,
@@ -188,7 +216,10 @@ fn main() -> ExitCode {
     // Idle connections, plus a backend socket for each used one.
     let want = (s.idle * s.frontends.len()) as u64 * 3 + 64;
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) if n < want => warn!("open file limit is {n}; {want} may be needed for {} idle connections per front end", s.idle),
+        Ok(n) if n < want => warn!(
+            "open file limit is {n}; {want} may be needed for {} idle connections per front end",
+            s.idle
+        ),
         Ok(n) => debug!("open file limit: {n}"),
         Err(e) => warn!("cannot raise the open file limit: {e}"),
     }
@@ -210,13 +241,25 @@ fn main() -> ExitCode {
 async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let (mode, mode_desc) = match &s.mode {
-        ModeSetting::Splice(b) => (Mode::Splice { backend: b.clone() }, format!("splice to {b}")),
+        ModeSetting::Splice(b) => (
+            Mode::Splice { backend: b.clone() },
+            format!("splice to {b}"),
+        ),
         ModeSetting::Respond { body_size, echo } => (
             Mode::Respond(responder::Config::new(*body_size, *echo)),
-            if *echo { "respond (echo)".to_string() } else { format!("respond ({body_size}-byte body)") },
+            if *echo {
+                "respond (echo)".to_string()
+            } else {
+                format!("respond ({body_size}-byte body)")
+            },
         ),
     };
-    let fe_list = s.frontends.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ");
+    let fe_list = s
+        .frontends
+        .iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     info!(
         "reversed-agent {} starting: node {}, front ends {}, {} idle connections per front end, mode {}, auth {}, max backoff {} ms",
         env!("CARGO_PKG_VERSION"),
@@ -227,7 +270,10 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
         if secret.is_some() { "hmac" } else { "none" },
         s.max_backoff.as_millis()
     );
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
             error!("cannot install signal handlers");
@@ -235,12 +281,25 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
         }
     };
     let busy = Arc::new(Busy::default());
-    let agent = Arc::new(Agent { node: s.node.clone(), secret, mode, max_backoff: s.max_backoff, busy: busy.clone() });
+    let agent = Arc::new(Agent {
+        node: s.node.clone(),
+        secret,
+        mode,
+        max_backoff: s.max_backoff,
+        busy: busy.clone(),
+    });
     let (sd_tx, sd_rx) = watch::channel(false);
     let keepers: Vec<_> = s
         .frontends
         .iter()
-        .map(|fe| tokio::spawn(pool::run_frontend(fe.clone(), s.idle, agent.clone(), sd_rx.clone())))
+        .map(|fe| {
+            tokio::spawn(pool::run_frontend(
+                fe.clone(),
+                s.idle,
+                agent.clone(),
+                sd_rx.clone(),
+            ))
+        })
         .collect();
     let sig = tokio::select! {
         _ = term.recv() => "SIGTERM",
@@ -272,20 +331,89 @@ mod tests {
 
     #[test]
     fn cli_defaults_and_validation() {
-        let s = parse(&["--frontend", "127.0.0.1:9000-9003", "--node", "app1", "--no-auth", "--respond"]).unwrap();
+        let s = parse(&[
+            "--frontend",
+            "127.0.0.1:9000-9003",
+            "--node",
+            "app1",
+            "--no-auth",
+            "--respond",
+        ])
+        .unwrap();
         assert_eq!(s.idle, 8);
         assert_eq!(s.max_backoff, Duration::from_millis(5000));
-        assert_eq!(s.mode, ModeSetting::Respond { body_size: 1024, echo: false });
+        assert_eq!(
+            s.mode,
+            ModeSetting::Respond {
+                body_size: 1024,
+                echo: false
+            }
+        );
         assert!(s.secret_file.is_none());
         assert_eq!(s.log_level, Level::Info);
-        assert!(parse(&["--node", "app1", "--no-auth", "--respond"]).unwrap_err().contains("--frontend"));
-        assert!(parse(&["--frontend", "h:1", "--node", "a b", "--no-auth", "--respond"]).is_err());
-        assert!(parse(&["--frontend", "h:1", "--node", "a", "--respond"]).unwrap_err().contains("--secret-file"));
-        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth"]).unwrap_err().contains("--backend"));
-        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth", "--backend", "b:0"]).is_err());
-        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth", "--respond", "--idle", "0"]).is_err());
-        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth", "--respond", "--log-level", "loud"]).is_err());
-        let s = parse(&["--frontend", "h:1", "--frontend", "g:5-6", "--node", "a", "--secret-file", "/s", "--backend", "127.0.0.1:8009"]).unwrap();
+        assert!(parse(&["--node", "app1", "--no-auth", "--respond"])
+            .unwrap_err()
+            .contains("--frontend"));
+        assert!(parse(&[
+            "--frontend",
+            "h:1",
+            "--node",
+            "a b",
+            "--no-auth",
+            "--respond"
+        ])
+        .is_err());
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--respond"])
+            .unwrap_err()
+            .contains("--secret-file"));
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth"])
+            .unwrap_err()
+            .contains("--backend"));
+        assert!(parse(&[
+            "--frontend",
+            "h:1",
+            "--node",
+            "a",
+            "--no-auth",
+            "--backend",
+            "b:0"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--frontend",
+            "h:1",
+            "--node",
+            "a",
+            "--no-auth",
+            "--respond",
+            "--idle",
+            "0"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--frontend",
+            "h:1",
+            "--node",
+            "a",
+            "--no-auth",
+            "--respond",
+            "--log-level",
+            "loud"
+        ])
+        .is_err());
+        let s = parse(&[
+            "--frontend",
+            "h:1",
+            "--frontend",
+            "g:5-6",
+            "--node",
+            "a",
+            "--secret-file",
+            "/s",
+            "--backend",
+            "127.0.0.1:8009",
+        ])
+        .unwrap();
         assert_eq!(s.frontends.len(), 2);
         assert_eq!(s.mode, ModeSetting::Splice("127.0.0.1:8009".into()));
     }
@@ -313,11 +441,30 @@ log_level = "debug"
         assert_eq!(s.frontends.len(), 2);
         assert_eq!(s.idle, 16);
         assert_eq!(s.log_level, Level::Debug);
-        assert_eq!(s.secret_file.as_deref(), Some(std::path::Path::new("/etc/reversed/app1.secret")));
-        let s = parse(&["--config", ps, "--idle", "3", "--frontend", "h:1", "--respond", "--echo"]).unwrap();
+        assert_eq!(
+            s.secret_file.as_deref(),
+            Some(std::path::Path::new("/etc/reversed/app1.secret"))
+        );
+        let s = parse(&[
+            "--config",
+            ps,
+            "--idle",
+            "3",
+            "--frontend",
+            "h:1",
+            "--respond",
+            "--echo",
+        ])
+        .unwrap();
         assert_eq!(s.idle, 3);
         assert_eq!(s.frontends, vec![FrontEnd::parse("h:1").unwrap()]);
-        assert_eq!(s.mode, ModeSetting::Respond { body_size: 1024, echo: true });
+        assert_eq!(
+            s.mode,
+            ModeSetting::Respond {
+                body_size: 1024,
+                echo: true
+            }
+        );
         std::fs::write(&p, "nodee = \"x\"\n").unwrap();
         assert!(parse(&["--config", ps]).unwrap_err().contains("nodee"));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -43,13 +43,24 @@ pub struct FrontEnd {
 impl FrontEnd {
     /// Parses `HOST:FIRST-LAST` or `HOST:PORT` (IPv6 hosts in brackets).
     pub fn parse(s: &str) -> Result<FrontEnd, String> {
-        let bad = |why: &str| format!("invalid front end {s:?}: {why} (expected HOST:FIRST-LAST or HOST:PORT)");
+        let bad = |why: &str| {
+            format!("invalid front end {s:?}: {why} (expected HOST:FIRST-LAST or HOST:PORT)")
+        };
         let (host, ports) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         if host.is_empty() || host.contains(['[', ']', ' ', '/']) {
             return Err(bad("bad host"));
         }
-        let port = |p: &str| p.trim().parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| bad("bad port"));
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| bad("bad port"))
+        };
         let (first, last) = match ports.split_once('-') {
             Some((a, b)) => (port(a)?, port(b)?),
             None => (port(ports)?, port(ports)?),
@@ -57,7 +68,11 @@ impl FrontEnd {
         if first > last {
             return Err(bad("the first port is above the last"));
         }
-        Ok(FrontEnd { host: host.to_owned(), first, last })
+        Ok(FrontEnd {
+            host: host.to_owned(),
+            first,
+            last,
+        })
     }
 
     fn addr(&self, port: u16) -> String {
@@ -71,7 +86,11 @@ impl FrontEnd {
 
 impl fmt::Display for FrontEnd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let h = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if self.first == self.last {
             write!(f, "{}:{}", h, self.first)
         } else {
@@ -155,9 +174,18 @@ enum Fail {
 }
 
 enum Event {
-    Dialed { port: u16, result: Result<(), Fail> },
-    Used { port: u16 },
-    Closed { port: u16, lived: Duration, by_us: bool },
+    Dialed {
+        port: u16,
+        result: Result<(), Fail>,
+    },
+    Used {
+        port: u16,
+    },
+    Closed {
+        port: u16,
+        lived: Duration,
+        by_us: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -215,11 +243,25 @@ struct Keeper {
 }
 
 /// Keeps the pool of one front end until shutdown; returns its counters.
-pub async fn run_frontend(fe: FrontEnd, target: usize, agent: Arc<Agent>, shutdown: watch::Receiver<bool>) -> Stats {
+pub async fn run_frontend(
+    fe: FrontEnd,
+    target: usize,
+    agent: Arc<Agent>,
+    shutdown: watch::Receiver<bool>,
+) -> Stats {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let ports = (fe.first..=fe.last)
-        .map(|port| Port { port, idle: 0, dialing: 0, streak: 0, full: false, quick: 0, last_quick: None, next_allowed: now })
+        .map(|port| Port {
+            port,
+            idle: 0,
+            dialing: 0,
+            streak: 0,
+            full: false,
+            quick: 0,
+            last_quick: None,
+            next_allowed: now,
+        })
         .collect();
     let mut k = Keeper {
         fe: Arc::new(fe),
@@ -295,7 +337,13 @@ impl Keeper {
             self.ports[i].dialing += 1;
             self.stats.dials += 1;
             let port = self.ports[i].port;
-            tokio::spawn(dial_task(self.fe.clone(), self.agent.clone(), port, self.tx.clone(), self.shutdown.clone()));
+            tokio::spawn(dial_task(
+                self.fe.clone(),
+                self.agent.clone(),
+                port,
+                self.tx.clone(),
+                self.shutdown.clone(),
+            ));
         }
     }
 
@@ -306,7 +354,11 @@ impl Keeper {
             return None;
         }
         let now = Instant::now();
-        self.ports.iter().map(|p| p.next_allowed).filter(|&t| t > now).min()
+        self.ports
+            .iter()
+            .map(|p| p.next_allowed)
+            .filter(|&t| t > now)
+            .min()
     }
 
     fn backoff(&mut self, streak: u32) -> Duration {
@@ -345,7 +397,9 @@ impl Keeper {
                 if lived < QUICK_CLOSE {
                     // Accepted, then closed at once: pace the redials like failures.
                     let now = Instant::now();
-                    let recent = self.ports[i].last_quick.is_some_and(|t| now - t < QUICK_STREAK_WINDOW);
+                    let recent = self.ports[i]
+                        .last_quick
+                        .is_some_and(|t| now - t < QUICK_STREAK_WINDOW);
                     let quick = if recent { self.ports[i].quick + 1 } else { 1 };
                     self.ports[i].quick = quick;
                     self.ports[i].last_quick = Some(now);
@@ -363,13 +417,19 @@ impl Keeper {
                     }
                 } else {
                     self.ports[i].quick = 0;
-                    debug!("idle connection to {addr} closed by httpd after {:.1} s; redialing", lived.as_secs_f64());
+                    debug!(
+                        "idle connection to {addr} closed by httpd after {:.1} s; redialing",
+                        lived.as_secs_f64()
+                    );
                 }
             }
         }
         let idle = self.idle();
         if idle >= self.target && !self.ready {
-            info!("front end {} ready: {}/{} idle connections", self.fe, idle, self.target);
+            info!(
+                "front end {} ready: {}/{} idle connections",
+                self.fe, idle, self.target
+            );
             self.ready = true;
             self.full_logged = false;
         }
@@ -384,7 +444,10 @@ impl Keeper {
                 let p = &mut self.ports[i];
                 p.idle += 1;
                 if p.streak > 0 {
-                    info!("{addr} (front end {}) OK again after {} failed attempts", self.fe, p.streak);
+                    info!(
+                        "{addr} (front end {}) OK again after {} failed attempts",
+                        self.fe, p.streak
+                    );
                 }
                 p.streak = 0;
                 p.full = false;
@@ -397,7 +460,9 @@ impl Keeper {
             }
             Err(Fail::Cancelled) => {}
             Err(Fail::Busy(what)) => {
-                let d = self.jitter.between(Duration::from_millis(500), Duration::from_millis(1000));
+                let d = self
+                    .jitter
+                    .between(Duration::from_millis(500), Duration::from_millis(1000));
                 let p = &mut self.ports[i];
                 p.full = true;
                 p.next_allowed = now + d;
@@ -421,20 +486,32 @@ impl Keeper {
                 self.ports[i].next_allowed = now + d;
                 self.ready = false;
                 if streak == 1 {
-                    warn!("dial {addr} (front end {}) failed: {msg}; backing off (up to {} ms)", self.fe, self.agent.max_backoff.as_millis());
+                    warn!(
+                        "dial {addr} (front end {}) failed: {msg}; backing off (up to {} ms)",
+                        self.fe,
+                        self.agent.max_backoff.as_millis()
+                    );
                 } else {
-                    debug!("dial {addr} failed again ({streak} in a row): {msg}; next try in {} ms", d.as_millis());
+                    debug!(
+                        "dial {addr} failed again ({streak} in a row): {msg}; next try in {} ms",
+                        d.as_millis()
+                    );
                 }
             }
             Err(Fail::Auth(msg)) => {
                 self.ports[i].streak += 1;
                 let streak = self.ports[i].streak;
                 // Retrying cannot fix a wrong secret soon: start around 1 s and grow to the cap.
-                let d = self.backoff(streak + AUTH_BACKOFF_HEAD_START).max(AUTH_BACKOFF_MIN);
+                let d = self
+                    .backoff(streak + AUTH_BACKOFF_HEAD_START)
+                    .max(AUTH_BACKOFF_MIN);
                 self.ports[i].next_allowed = now + d;
                 self.ready = false;
                 if streak == 1 || streak.is_multiple_of(AUTH_LOG_EVERY) {
-                    error!("{msg}; front end {}, attempt {streak}, backing off", self.fe);
+                    error!(
+                        "{msg}; front end {}, attempt {streak}, backing off",
+                        self.fe
+                    );
                 } else {
                     debug!("{msg}; next try in {} ms", d.as_millis());
                 }
@@ -470,19 +547,39 @@ fn set_sockopts(s: &TcpStream) -> io::Result<()> {
 
 async fn connect(fe: &FrontEnd, agent: &Agent, port: u16) -> Result<TcpStream, Fail> {
     let addr = fe.addr(port);
-    let mut s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((fe.host.as_str(), port))).await {
+    let mut s = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        TcpStream::connect((fe.host.as_str(), port)),
+    )
+    .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Fail::Net(e.to_string())),
-        Err(_) => return Err(Fail::Net(format!("connect timed out after {} s", CONNECT_TIMEOUT.as_secs()))),
+        Err(_) => {
+            return Err(Fail::Net(format!(
+                "connect timed out after {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )))
+        }
     };
     if let Err(e) = set_sockopts(&s) {
         debug!("{addr}: cannot set socket options: {e}");
     }
     if let Some(secret) = &agent.secret {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::dial(&mut s, agent.node.as_bytes(), secret)).await {
+        match tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            handshake::dial(&mut s, agent.node.as_bytes(), secret),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(classify(e, &addr, &agent.node)),
-            Err(_) => return Err(Fail::Net(format!("handshake timed out after {} s", HANDSHAKE_TIMEOUT.as_secs()))),
+            Err(_) => {
+                return Err(Fail::Net(format!(
+                    "handshake timed out after {} s",
+                    HANDSHAKE_TIMEOUT.as_secs()
+                )))
+            }
         }
     }
     Ok(s)
@@ -504,11 +601,17 @@ async fn dial_task(
     let s = match r {
         Ok(s) => s,
         Err(f) => {
-            let _ = tx.send(Event::Dialed { port, result: Err(f) });
+            let _ = tx.send(Event::Dialed {
+                port,
+                result: Err(f),
+            });
             return;
         }
     };
-    let _ = tx.send(Event::Dialed { port, result: Ok(()) });
+    let _ = tx.send(Event::Dialed {
+        port,
+        result: Ok(()),
+    });
     let since = Instant::now();
     // Idle: no buffer is held until httpd writes something.
     let first = loop {
@@ -536,7 +639,11 @@ async fn dial_task(
         }
     };
     let Some(first) = first else {
-        let _ = tx.send(Event::Closed { port, lived: since.elapsed(), by_us: false });
+        let _ = tx.send(Event::Closed {
+            port,
+            lived: since.elapsed(),
+            by_us: false,
+        });
         return;
     };
     // Busy before the pool learns about it, so that shutdown cannot miss it.
@@ -572,7 +679,11 @@ mod tests {
     fn parse_front_ends() {
         assert_eq!(
             FrontEnd::parse("127.0.0.1:9000-9003").unwrap(),
-            FrontEnd { host: "127.0.0.1".into(), first: 9000, last: 9003 }
+            FrontEnd {
+                host: "127.0.0.1".into(),
+                first: 9000,
+                last: 9003
+            }
         );
         let f = FrontEnd::parse("web1:8080").unwrap();
         assert_eq!((f.first, f.last), (8080, 8080));
@@ -581,7 +692,15 @@ mod tests {
         assert_eq!(f.host, "::1");
         assert_eq!(f.to_string(), "[::1]:9000-9001");
         assert_eq!(f.addr(9001), "[::1]:9001");
-        for bad in ["127.0.0.1", "h:0", "h:9003-9000", ":9000", "h:x", "h:1-2-3", "h:70000"] {
+        for bad in [
+            "127.0.0.1",
+            "h:0",
+            "h:9003-9000",
+            ":9000",
+            "h:x",
+            "h:1-2-3",
+            "h:70000",
+        ] {
             assert!(FrontEnd::parse(bad).is_err(), "{bad}");
         }
     }
@@ -604,7 +723,9 @@ mod tests {
         proofs: Arc<AtomicU64>,
     ) {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             let conns = conns.clone();
             let proofs = proofs.clone();
             tokio::spawn(async move {
@@ -623,7 +744,10 @@ mod tests {
     }
 
     async fn recv(rx: &mut mpsc::UnboundedReceiver<TcpStream>) -> TcpStream {
-        tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.expect("no connection in time").unwrap()
+        tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .expect("no connection in time")
+            .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -633,22 +757,33 @@ mod tests {
         let (ctx, mut crx) = mpsc::unbounded_channel();
         tokio::spawn(fake_httpd(l, SECRET, ctx, Arc::new(AtomicU64::new(0))));
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let fe = FrontEnd {
+            host: "127.0.0.1".into(),
+            first: port,
+            last: port,
+        };
         let keeper = tokio::spawn(run_frontend(fe, 2, agent(Some(SECRET), 1000), sd_rx));
 
         let mut c1 = recv(&mut crx).await;
         let _c2 = recv(&mut crx).await;
         // No third connection while both are idle.
-        assert!(tokio::time::timeout(Duration::from_millis(200), crx.recv()).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(200), crx.recv())
+            .await
+            .is_err());
 
         // httpd writes a request into an idle connection: a replacement gets dialled
         // and the responder answers, keeping the connection alive.
-        c1.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
+        c1.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
         let _c3 = recv(&mut crx).await;
         let mut buf = Vec::new();
         while !buf.ends_with(b"abcdefghijklmnopqrstuvwxyz") {
             let mut t = [0u8; 1024];
-            let n = tokio::time::timeout(Duration::from_secs(3), c1.read(&mut t)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(3), c1.read(&mut t))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(n > 0);
             buf.extend_from_slice(&t[..n]);
         }
@@ -656,14 +791,22 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(head.contains("X-Responder: http"));
         // Keep-alive: a second request on the same connection.
-        c1.write_all(b"GET /status/404 HTTP/1.1\r\nConnection: close\r\n\r\n").await.unwrap();
+        c1.write_all(b"GET /status/404 HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
         let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), c1.read_to_end(&mut rest)).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(3), c1.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 404 Not Found\r\n"));
 
         tokio::time::sleep(Duration::from_millis(100)).await;
         sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stats.accepted, 3);
         assert_eq!(stats.used, 1);
     }
@@ -675,7 +818,11 @@ mod tests {
         let (ctx, mut crx) = mpsc::unbounded_channel();
         tokio::spawn(fake_httpd(l, SECRET, ctx, Arc::new(AtomicU64::new(0))));
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let fe = FrontEnd {
+            host: "127.0.0.1".into(),
+            first: port,
+            last: port,
+        };
         let keeper = tokio::spawn(run_frontend(fe, 1, agent(Some(SECRET), 1000), sd_rx));
         let c1 = recv(&mut crx).await;
         // httpd child exits: the agent redials (paced: the close came quickly, so after a backoff).
@@ -685,9 +832,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         sd_tx.send(true).unwrap();
         let mut t = [0u8; 1];
-        let r = tokio::time::timeout(Duration::from_secs(3), c2.read(&mut t)).await.unwrap();
-        assert!(matches!(r, Ok(0)), "idle connection closed on shutdown: {r:?}");
-        tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(3), c2.read(&mut t))
+            .await
+            .unwrap();
+        assert!(
+            matches!(r, Ok(0)),
+            "idle connection closed on shutdown: {r:?}"
+        );
+        tokio::time::timeout(Duration::from_secs(3), keeper)
+            .await
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,13 +851,25 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let (ctx, _crx) = mpsc::unbounded_channel();
         let proofs = Arc::new(AtomicU64::new(0));
-        tokio::spawn(fake_httpd(l, b"the-httpd-has-another-secret", ctx, proofs.clone()));
+        tokio::spawn(fake_httpd(
+            l,
+            b"the-httpd-has-another-secret",
+            ctx,
+            proofs.clone(),
+        ));
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let fe = FrontEnd {
+            host: "127.0.0.1".into(),
+            first: port,
+            last: port,
+        };
         let keeper = tokio::spawn(run_frontend(fe, 4, agent(Some(SECRET), 5000), sd_rx));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
+            .await
+            .unwrap()
+            .unwrap();
         // The first round dials `idle` (4) at once; then auth failures back off at
         // least 1 s, one probe at a time.
         assert!((4..=6).contains(&stats.dials), "{stats:?}");
@@ -717,11 +884,18 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         drop(l);
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let fe = FrontEnd {
+            host: "127.0.0.1".into(),
+            first: port,
+            last: port,
+        };
         let keeper = tokio::spawn(run_frontend(fe, 8, agent(Some(SECRET), 400), sd_rx));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
+            .await
+            .unwrap()
+            .unwrap();
         // The first round dials 8 at once; then one probe at a time every ~400 ms
         // (the cap): about 11 attempts in 1.5 s, never a flood.
         assert!((8..=13).contains(&stats.dials), "{stats:?}");
@@ -738,7 +912,8 @@ mod tests {
             while let Ok((mut s, _)) = l.accept().await {
                 let v2 = v2.clone();
                 tokio::spawn(async move {
-                    let o = fake_httpd::serve(&mut s, b"app1", SECRET, None, Verdict::PoolFull).await;
+                    let o =
+                        fake_httpd::serve(&mut s, b"app1", SECRET, None, Verdict::PoolFull).await;
                     if matches!(o, Ok(fake_httpd::Outcome::Proof { valid: true })) {
                         v2.fetch_add(1, Ordering::SeqCst);
                     }
@@ -746,11 +921,18 @@ mod tests {
             }
         });
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let fe = FrontEnd {
+            host: "127.0.0.1".into(),
+            first: port,
+            last: port,
+        };
         let keeper = tokio::spawn(run_frontend(fe, 4, agent(Some(SECRET), 5000), sd_rx));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
+            .await
+            .unwrap()
+            .unwrap();
         // 4 at once, then one probe every 500-1000 ms.
         assert!((5..=8).contains(&stats.dials), "{stats:?}");
         assert_eq!(stats.accepted, 0);
@@ -763,11 +945,18 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         drop(l);
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let fe = FrontEnd {
+            host: "127.0.0.1".into(),
+            first: port,
+            last: port,
+        };
         let keeper = tokio::spawn(run_frontend(fe, 1, agent(Some(SECRET), 5000), sd_rx));
         tokio::time::sleep(Duration::from_millis(1600)).await;
         sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
+            .await
+            .unwrap()
+            .unwrap();
         // Attempts at ~0, 50, 150, 350, 750, 1550 ms (+-25 % each step).
         assert!((4..=7).contains(&stats.dials), "{stats:?}");
     }
@@ -786,12 +975,19 @@ mod tests {
             }
         });
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let fe = FrontEnd {
+            host: "127.0.0.1".into(),
+            first: port,
+            last: port,
+        };
         // --no-auth: the connection counts as idle at once; the quick EOF must still be paced.
         let keeper = tokio::spawn(run_frontend(fe, 8, agent(None, 400), sd_rx));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         sd_tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(3), keeper)
+            .await
+            .unwrap()
+            .unwrap();
         let n = accepts.load(Ordering::SeqCst);
         assert!((1..=20).contains(&n), "{n} accepts in 1.5 s");
     }
