@@ -58,6 +58,11 @@ struct Cli {
     /// Answer requests with the built-in AJP13/HTTP responder instead of a backend.
     #[arg(long)]
     respond: bool,
+    /// Also (or only) serve the responder on a listening socket HOST:PORT, as an
+    /// ordinary backend that httpd dials: the forward baseline of benchmarks.
+    /// Needs --respond; --frontend and --node become optional.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
     /// Responder body size in bytes [default: 1024].
     #[arg(long, value_name = "N")]
     body_size: Option<usize>,
@@ -83,6 +88,7 @@ struct FileConfig {
     idle: Option<usize>,
     backend: Option<String>,
     respond: Option<bool>,
+    listen: Option<String>,
     body_size: Option<usize>,
     echo: Option<bool>,
     max_backoff_ms: Option<u64>,
@@ -98,6 +104,7 @@ struct Settings {
     mode: ModeSetting,
     max_backoff: Duration,
     log_level: Level,
+    listen: Option<String>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -121,20 +128,25 @@ fn settings(cli: Cli) -> Result<Settings, String> {
     } else {
         file.frontends.unwrap_or_default()
     };
-    if fe_strings.is_empty() {
+    let listen = cli.listen.or(file.listen);
+    if fe_strings.is_empty() && listen.is_none() {
         return Err("at least one --frontend HOST:FIRST-LAST is required".into());
     }
     let frontends = fe_strings
         .iter()
         .map(|s| FrontEnd::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let node = cli.node.or(file.node).ok_or("--node NAME is required")?;
+    let node = match (cli.node.or(file.node), &listen) {
+        (Some(n), _) => n,
+        (None, Some(_)) if fe_strings.is_empty() => "listener".to_string(),
+        (None, _) => return Err("--node NAME is required".into()),
+    };
     if !reversed_proto::valid_node(node.as_bytes()) {
         return Err(format!(
             "invalid node name {node:?}: 1-64 bytes of [A-Za-z0-9._-]"
         ));
     }
-    let no_auth = cli.no_auth || file.no_auth.unwrap_or(false);
+    let no_auth = cli.no_auth || file.no_auth.unwrap_or(false) || fe_strings.is_empty();
     let secret_file = if no_auth {
         None
     } else {
@@ -149,6 +161,14 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         return Err(format!("--idle must be between 1 and {MAX_IDLE}"));
     }
     let respond = cli.respond || file.respond.unwrap_or(false);
+    if let Some(l) = &listen {
+        if !respond {
+            return Err("--listen serves the built-in responder: it needs --respond".into());
+        }
+        if l.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!("invalid --listen {l:?}: expected IP:PORT"));
+        }
+    }
     let echo = cli.echo || file.echo.unwrap_or(false);
     let body_size = cli.body_size.or(file.body_size);
     let mode = if respond {
@@ -191,6 +211,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         mode,
         max_backoff: Duration::from_millis(max_backoff_ms),
         log_level,
+        listen,
     })
 }
 
@@ -289,6 +310,18 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
         busy: busy.clone(),
     });
     let (sd_tx, sd_rx) = watch::channel(false);
+    if let (Some(addr), Mode::Respond(cfg)) = (&s.listen, &agent.mode) {
+        match tokio::net::TcpListener::bind(addr.as_str()).await {
+            Ok(l) => {
+                info!("responder listening on {addr}");
+                tokio::spawn(listen_loop(l, cfg.clone(), busy.clone(), sd_rx.clone()));
+            }
+            Err(e) => {
+                error!("cannot listen on {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let keepers: Vec<_> = s
         .frontends
         .iter()
@@ -317,6 +350,26 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
         _ = int.recv() => warn!("second signal: exiting now with {} busy connections", busy.count()),
     }
     ExitCode::SUCCESS
+}
+
+/// `--listen`: the responder as an ordinary backend that httpd dials.
+async fn listen_loop(l: tokio::net::TcpListener, cfg: responder::Config, busy: Arc<Busy>, sd: watch::Receiver<bool>) {
+    loop {
+        match l.accept().await {
+            Ok((s, _)) => {
+                let _ = s.set_nodelay(true);
+                let (cfg, sd, guard) = (cfg.clone(), sd.clone(), busy.enter());
+                tokio::spawn(async move {
+                    responder::serve(s, Vec::new(), &cfg, sd).await;
+                    drop(guard);
+                });
+            }
+            Err(e) => {
+                warn!("responder listener: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -469,4 +522,15 @@ log_level = "debug"
         assert!(parse(&["--config", ps]).unwrap_err().contains("nodee"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn listen_mode_needs_respond_and_makes_frontends_optional() {
+        let s = parse(&["--listen", "127.0.0.1:18009", "--respond"]).unwrap();
+        assert_eq!(s.listen.as_deref(), Some("127.0.0.1:18009"));
+        assert!(s.frontends.is_empty());
+        assert!(parse(&["--listen", "127.0.0.1:18009"]).unwrap_err().contains("--respond"));
+        assert!(parse(&["--listen", "nowhere", "--respond"]).unwrap_err().contains("--listen"));
+        assert!(parse(&["--respond"]).unwrap_err().contains("--frontend"));
+    }
+
 }
