@@ -211,6 +211,19 @@ fn sentinel_never_dialled(mpm: Mpm) {
     assert!(trap_w.hits().is_empty(), "the HTTP sentinel 127.0.0.4:{pw} was dialled from {:?}", trap_w.hits());
 }
 
+/// Control: without ProxyReversed, mod_proxy does dial the worker address,
+/// and the trap sees it (so an empty trap above means something).
+#[test]
+fn trap_sees_plain_mod_proxy_connect() {
+    let (l, port) = bind_trap("127.0.0.3");
+    let trap = Trap::new(l);
+    let h = Httpd::builder(Mpm::Event)
+        .conf(&format!("ProxyPass \"/plain/\" \"http://127.0.0.3:{port}/\" timeout=1"))
+        .start();
+    let _ = get_with(&client(Duration::from_secs(10)), &h.url("/plain/x"));
+    assert!(wait_until(Duration::from_secs(3), || !trap.hits().is_empty()), "the trap saw no connection");
+}
+
 #[test]
 fn sentinel_never_dialled_event() {
     sentinel_never_dialled(Mpm::Event);
