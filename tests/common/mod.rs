@@ -77,6 +77,12 @@ pub fn agent_path() -> PathBuf {
     p
 }
 
+/// MPR_TEST_VERBOSE=1: print every process's log tail when it is stopped,
+/// not only when the test panics.
+pub fn verbose() -> bool {
+    std::env::var_os("MPR_TEST_VERBOSE").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
@@ -563,12 +569,12 @@ impl Drop for Httpd {
                 signal(p, libc::SIGKILL);
             }
         }
-        if std::thread::panicking() {
+        if std::thread::panicking() || verbose() {
             eprintln!(
                 "=== httpd ({}, port {}) error log tail ===\n{}\n=== httpd stderr ===\n{}",
                 self.mpm.name(),
                 self.port,
-                tail(&self.error_log(), 12000),
+                tail(&self.error_log(), if verbose() { usize::MAX } else { 12000 }),
                 tail(&self.stderr(), 4000)
             );
         }
@@ -641,7 +647,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop();
-        if std::thread::panicking() {
+        if std::thread::panicking() || verbose() {
             eprintln!("=== {} log tail ===\n{}", self.name, tail(&self.log(), 6000));
         }
     }
