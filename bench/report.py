@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""Merges bench/results/throughput.json and scale.json into latest.json and
+writes the Markdown tables of latest.md (targets first)."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common as C  # noqa: E402
+
+
+def load(name):
+    try:
+        with open(os.path.join(C.RESULTS, name)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def f(x, nd=2):
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def fi(x):
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def static_for(tp, size, conns):
+    for r in tp["results"]:
+        if r["size"] == size and r["conns"] == conns and "static" in r["medians"]:
+            return r["medians"]["static"]
+    return None
+
+
+def targets(tp, sc):
+    out = []  # (target, measured text, met: True/False/None)
+
+    def combos(group):
+        return [r for r in (tp or {}).get("results", []) if r["group"] == group]
+
+    for group, label in [("ajp", "AJP"), ("http", "HTTP")]:
+        rs = [r for r in combos(group) if r["ratios"].get("rps_rev_fwd") is not None]
+        if rs:
+            v = [r["ratios"]["rps_rev_fwd"] for r in rs]
+            out.append((f"{label} responder: reversed/forward req/s ≥ 1.00 (every size × connections)",
+                        ", ".join(f"{r['size']}/c{r['conns']}: {r['ratios']['rps_rev_fwd']:.3f}" for r in rs),
+                        min(v) >= 1.0))
+            v = [r["ratios"]["p99_rev_fwd"] for r in rs if r["ratios"].get("p99_rev_fwd") is not None]
+            out.append((f"{label} responder: reversed/forward p99 latency ≤ 1.00",
+                        ", ".join(f"{r['size']}/c{r['conns']}: {f(r['ratios']['p99_rev_fwd'], 3)}" for r in rs),
+                        bool(v) and max(v) <= 1.0))
+        elif combos(group):
+            out.append((f"{label} responder: reversed/forward ≥ 1.00, p99 ≤ 1.00",
+                        "not measured (no forward responder)", None))
+    rs = [r for r in combos("tomcat") if r["ratios"].get("rps_rev_fwd") is not None]
+    if rs:
+        v = [r["ratios"]["rps_rev_fwd"] for r in rs]
+        out.append(("Tomcat: reversed via agent bridge / forward direct req/s ≥ 0.95",
+                    ", ".join(f"{r['size']}/c{r['conns']}: {r['ratios']['rps_rev_fwd']:.3f}" for r in rs),
+                    min(v) >= 0.95))
+    else:
+        out.append(("Tomcat: reversed via agent bridge / forward direct req/s ≥ 0.95", "not measured", None))
+    for group, label in [("ajp", "AJP"), ("http", "HTTP")]:
+        parts, vals = [], []
+        for r in combos(group):
+            st = static_for(tp, r["size"], r["conns"])
+            rev = r["medians"].get("reversed", {}).get("rps")
+            if st and rev and st.get("rps"):
+                q = rev / st["rps"]
+                vals.append(q)
+                parts.append(f"{r['size']}/c{r['conns']}: {q:.3f}")
+        if vals:
+            out.append((f"{label} responder reversed ≥ 0.5 × static-file ceiling (req/s)", ", ".join(parts), min(vals) >= 0.5))
+    if sc:
+        ic = sc.get("idle_connections") or {}
+        if ic:
+            out.append((f"{ic.get('target'):,} idle reversed connections held", f"{ic.get('held'):,}",
+                        ic.get("held", 0) >= ic.get("target", 1)))
+            out.append(("agent threads ≤ 4 (with them)", f(ic.get("agent_threads")),
+                        ic.get("agent_threads") is not None and ic["agent_threads"] <= 4))
+            a, h = ic.get("agent_bytes_per_idle_conn"), ic.get("httpd_bytes_per_idle_conn")
+            out.append(("agent resident memory per idle connection ≤ 16 KiB", f"{a:,} B" if a is not None else "–",
+                        a is not None and a <= 16384))
+            out.append(("httpd resident memory per idle connection ≤ 16 KiB", f"{h:,} B" if h is not None else "–",
+                        h is not None and h <= 16384))
+        rf = sc.get("refill") or {}
+        if rf.get("n"):
+            out.append(("refill latency p50 ≤ 1 ms (upper bound, see method)",
+                        f"p50 {f(rf['p50_ms'], 3)} ms, p99 {f(rf['p99_ms'], 3)} ms", rf["p50_ms"] <= 1.0))
+        g = sc.get("graceful_to_full_pool") or {}
+        if g.get("n"):
+            out.append(("graceful restart → every new child has its full idle pool ≤ 1 s",
+                        f"median {f(g['p50_ms'] / 1000, 3)} s, max {f(g['max_ms'] / 1000, 3)} s ({g['n']} rounds)",
+                        g["max_ms"] <= 1000))
+        elif "graceful_to_full_pool" in sc:
+            out.append(("graceful restart → every new child has its full idle pool ≤ 1 s", "never reached (see notes)", False))
+    return out
+
+
+def md_throughput(tp):
+    L = []
+    s = tp["settings"]
+    L.append(f"{s['pairs']} rounds per row after a warm-up, {s['duration_s']:g} s wrk runs "
+             f"({s['wrk_threads']} threads, keep-alive), alternating forward, reversed"
+             f"{', static' if any('static' in r['variants'] for r in tp['results']) else ''} "
+             f"in every round; httpd {s['httpd']}; reversed agents `--idle {s['agent_idle']}`. "
+             "Figures are medians of the rounds; ratios are medians of the per-round ratios; "
+             "CPU is % of one core during the run (httpd: parent + children; agent: the responder "
+             "or bridge process serving that variant; Tomcat in the backend column).")
+    L.append("")
+    names = {"ajp": "AJP, agent responder", "http": "HTTP, agent responder", "tomcat": "AJP, Tomcat connector"}
+    L.append("| path | body | conns | forward req/s | reversed req/s | **rev/fwd** | fwd p50 / p99 ms | rev p50 / p99 ms "
+             "| **p99 rev/fwd** | static req/s | rev/static | CPU httpd fwd / rev | CPU agent fwd / rev | CPU Tomcat fwd / rev | errors |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in tp["results"]:
+        m = r["medians"]
+        fw, rv = m.get("forward", {}), m.get("reversed", {})
+        st = static_for(tp, r["size"], r["conns"]) if r["group"] != "tomcat" else None
+        rs = (rv.get("rps") / st["rps"]) if (st and rv.get("rps") and st.get("rps")) else None
+        errs = sum(v.get("errors", 0) for v in m.values())
+        L.append(
+            f"| {names.get(r['group'], r['group'])} | {r['size']} | {r['conns']} | {fi(fw.get('rps'))} | {fi(rv.get('rps'))} "
+            f"| **{f(r['ratios'].get('rps_rev_fwd'), 3)}** | {f(fw.get('p50_ms'))} / {f(fw.get('p99_ms'))} "
+            f"| {f(rv.get('p50_ms'))} / {f(rv.get('p99_ms'))} | **{f(r['ratios'].get('p99_rev_fwd'), 3)}** "
+            f"| {fi(st.get('rps')) if st else '–'} | {f(rs, 3)} "
+            f"| {f(fw.get('cpu_httpd_pct'), 0)} / {f(rv.get('cpu_httpd_pct'), 0)} % "
+            f"| {f(fw.get('cpu_agent_pct'), 0)} / {f(rv.get('cpu_agent_pct'), 0)} % "
+            f"| {f(fw.get('cpu_backend_pct'), 0)} / {f(rv.get('cpu_backend_pct'), 0)} % | {errs} |")
+    L.append("")
+    L.append("Per-round ratios (reversed/forward req/s):")
+    L.append("")
+    L.append("| path | body | conns | per round |")
+    L.append("|---|---|---|---|")
+    for r in tp["results"]:
+        pr = [p.get("rps_rev_fwd") for p in r["per_round"]]
+        if any(x is not None for x in pr):
+            L.append(f"| {names.get(r['group'], r['group'])} | {r['size']} | {r['conns']} | "
+                     + " ".join(f(x, 3) for x in pr) + " |")
+    return L
+
+
+def md_scale(sc):
+    L = []
+    ic = sc.get("idle_connections") or {}
+    L.append(f"httpd {sc['settings']['httpd']}; open file limit {sc['settings'].get('nofile')}.")
+    L.append("")
+    L.append("| measure | value |")
+    L.append("|---|---|")
+    if ic:
+        L.append(f"| idle reversed connections held (target) | {ic['held']:,} ({ic['target']:,}); per child {ic.get('per_child')} |")
+        L.append(f"| time for the agent to fill them | {ic.get('fill_time_s')} s |")
+        L.append(f"| agent threads | {ic.get('agent_threads')} |")
+        L.append(f"| agent RSS | {ic.get('agent_rss_kib'):,} KiB (a 64-connection agent: {ic.get('agent_baseline_rss_kib'):,} KiB) |")
+        L.append(f"| agent RSS per idle connection | {ic.get('agent_bytes_per_idle_conn'):,} B (incl. the base: {ic.get('agent_bytes_per_idle_conn_incl_base'):,} B) |")
+        L.append(f"| httpd children RSS before / after | {ic.get('httpd_children_rss_kib_before'):,} / {ic.get('httpd_children_rss_kib_after'):,} KiB |")
+        L.append(f"| httpd RSS per idle connection | {ic.get('httpd_bytes_per_idle_conn'):,} B (open descriptors per child: {ic.get('httpd_children_fds')}) |")
+        if ic.get("kernel_slab_bytes_per_conn_pair") is not None:
+            L.append(f"| kernel slab per connection (both ends, machine-wide, information) | {ic['kernel_slab_bytes_per_conn_pair']:,} B |")
+    for key, label in [("agent_start_to_first_request", "agent start → first successful request"),
+                       ("agent_start_to_full_pool", "agent start → every child has its full idle pool"),
+                       ("refill", "refill: idle connection taken → replacement idle and authenticated (upper bound)"),
+                       ("graceful_to_full_pool", "graceful restart → every new child has its full idle pool")]:
+        v = sc.get(key) or {}
+        if v.get("n"):
+            L.append(f"| {label} | p50 {f(v['p50_ms'], 3)} ms, p99 {f(v['p99_ms'], 3)} ms, max {f(v['max_ms'], 3)} ms (n={v['n']}) |")
+        elif key in sc:
+            L.append(f"| {label} | not reached (see notes) |")
+    g = sc.get("graceful_to_full_pool_with_bulk")
+    if g:
+        L.append(f"| graceful restart with {g['idle_connections']:,} idle → all new pools full (information) | "
+                 f"{str(g['seconds']) + ' s' if g['ok'] else 'not within 60 s'} |")
+    return L
+
+
+METHOD = """## Method
+
+- **Throughput** (`bench/throughput.py`): one private httpd (event MPM, loopback, no access log)
+  carries every variant under its own path, so variants alternate within one session
+  without restarts. *forward*: `ProxyPass` to `ajp://` / `http://127.0.0.1:PORT` where the
+  agent's built-in responder listens; *reversed*: a reversed worker whose connections the
+  same binary dials in (`--respond`, same body); *static*: httpd's own file handler on a
+  file of the same size; *Tomcat*: forward `ajp://127.0.0.1:31009` against a reversed
+  worker whose agent splices to that same connector. Load: `wrk` with keep-alive clients;
+  latency percentiles from wrk's histogram via `bench/wrk-report.lua`. CPU from
+  `/proc/PID/stat` (utime+stime) before and after each run.
+- **Idle connections** (`bench/scale.py`): one agent `--idle 10000` over 4 children
+  (`maxidle=2500` each); RSS from `/proc/PID/status` (VmRSS): agent minus a 64-connection
+  agent's RSS, httpd children after minus before, divided by the connections held.
+  Kernel socket memory is not in RSS (machine-wide slab delta shown for information).
+- **Refill latency**: 4 children with 16 idle each (`--idle 64`, `maxidle=16`); a request
+  to a path with `proxy-nokeepalive` is *sent* (its response is read later), then
+  `/reversed-status?json` is polled until the node's `accepted` counter has grown by one
+  and every child again has 16 idle. The time from sending the request includes the
+  request reaching the child and one status poll (median poll shown in the JSON), so it is
+  an upper bound of take → replacement idle and authenticated.
+- **Graceful restart**: SIGUSR1 to httpd from a steady pool (connections older than 2 s),
+  then status polls until 4 children, none of the old generation, each with 16 idle.
+- **Agent start → first request**: a request is already waiting in httpd (node `wait=5s`)
+  when the agent process is spawned; measured from the spawn to the response.
+"""
+
+
+def main():
+    tp, sc = load("throughput.json"), load("scale.json")
+    tg = targets(tp, sc)
+    doc = {"throughput": tp, "scale": sc,
+           "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in tg]}
+    C.save_json("latest.json", doc)
+    L = ["# mod_proxy_reversed benchmarks: latest run", ""]
+    when = (tp or sc or {}).get("when")
+    mach = (tp or {}).get("machine", {})
+    L.append(f"Run {when}; {mach.get('cpus')} CPUs ({mach.get('cpu', '?')}), kernel {mach.get('kernel', '?')}, "
+             f"{mach.get('httpd', 'httpd')}; load average at the end {' '.join(mach.get('loadavg_at_end', []))}. "
+             "Re-run with `make bench`; raw figures in [latest.json](latest.json).")
+    L.append("")
+    L.append("## Targets")
+    L.append("")
+    L.append("| target | measured | met |")
+    L.append("|---|---|---|")
+    for t, m, ok in tg:
+        L.append(f"| {t} | {m} | {'yes' if ok else ('–' if ok is None else '**no**')} |")
+    L.append("")
+    if tp:
+        L.append("## Throughput and latency")
+        L.append("")
+        L += md_throughput(tp)
+        L.append("")
+    if sc:
+        L.append("## Scale and cost")
+        L.append("")
+        L += md_scale(sc)
+        L.append("")
+    notes = (tp or {}).get("notes", []) + (sc or {}).get("notes", [])
+    if notes:
+        L.append("## Notes")
+        L.append("")
+        for n in notes:
+            L.append(f"- {n[:600]}")
+        L.append("")
+    L.append(METHOD)
+    path = os.path.join(C.RESULTS, "latest.md")
+    with open(path, "w") as fh:
+        fh.write("\n".join(L))
+    C.log(f"wrote {path} and {os.path.join(C.RESULTS, 'latest.json')}")
+
+
+if __name__ == "__main__":
+    main()
