@@ -164,7 +164,9 @@ def md_scale(sc):
     for key, label in [("agent_start_to_first_request", "agent start → first successful request"),
                        ("agent_start_to_full_pool", "agent start → every child has its full idle pool"),
                        ("refill", "refill: idle connection taken → replacement idle and authenticated (upper bound)"),
-                       ("graceful_to_full_pool", "graceful restart → every new child has its full idle pool")]:
+                       ("graceful_to_full_pool", "graceful restart → every new child has its full idle pool"),
+                       ("graceful_to_full_pool_max_backoff_100ms",
+                        "the same, agent `--max-backoff-ms 100` (information)")]:
         v = sc.get(key) or {}
         if v.get("n"):
             L.append(f"| {label} | p50 {f(v['p50_ms'], 3)} ms, p99 {f(v['p99_ms'], 3)} ms, max {f(v['max_ms'], 3)} ms (n={v['n']}) |")

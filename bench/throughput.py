@@ -356,6 +356,8 @@ def main():
 
     err = h.error_log()
     panics = err.count("panicked")
+    if err.count("AH00957"):
+        notes.append(f"mod_proxy dialled a sentinel worker URL {err.count('AH00957')} time(s) (AH00957 in the error log)")
     if panics:
         notes.append(f"httpd error log has {panics} Rust panics")
     path = C.save_json("throughput.json", doc(results, notes, h))
