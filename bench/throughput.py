@@ -31,7 +31,8 @@ DURATION = float(os.environ.get("BENCH_DURATION", "3"))
 PAIRS = int(os.environ.get("BENCH_PAIRS", "5"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "1"))
 WRK_THREADS = int(os.environ.get("BENCH_WRK_THREADS", "2"))
-SIZES = {"1k": 1024, "64k": 65536}
+ALL_SIZES = {"1k": 1024, "64k": 65536}
+SIZES = {k: v for k, v in ALL_SIZES.items() if k in os.environ.get("BENCH_SIZES", "1k,64k").split(",")}
 CONNS = [int(x) for x in os.environ.get("BENCH_CONNS", "32,256").split(",")]
 GROUPS = os.environ.get("BENCH_GROUPS", "ajp,http,tomcat").split(",")
 # The forward responder: the agent's built-in responder listening on loopback.
@@ -42,7 +43,7 @@ FWD_RESPONDER = os.environ.get(
 PORT = 31080
 FWD_PORT = {"1k": 31001, "64k": 31002}
 TC_PORT = 31009
-CHILDREN, THREADS = 2, 64
+CHILDREN, THREADS = 2, 160
 AGENT_IDLE = 64
 # Per child: the agent's --idle is per front end, so a cap per child keeps every child supplied.
 MAXIDLE = AGENT_IDLE // CHILDREN
@@ -99,7 +100,7 @@ def tomcat_start(rundir):
         src = os.path.join(C.TOMCAT_HOME, "etc", f)
         if os.path.exists(src):
             shutil.copy(src, os.path.join(base, "conf", f))
-    for s, n in SIZES.items():
+    for s, n in ALL_SIZES.items():
         with open(os.path.join(base, "webapps/ROOT", f"{s}.bin"), "wb") as f:
             f.write(body_bytes(n))
     java = os.path.realpath(shutil.which("java"))
@@ -182,6 +183,7 @@ def measure(h, case, conns, duration):
         "requests": int(reqs),
         "mib_per_s": round(w["bytes"] / secs / 1048576, 2) if secs > 0 else 0.0,
         "errors": errors,
+        "errors_detail": {k: int(w["err_" + k]) for k in ["connect", "read", "write", "timeout"]},
         "non_2xx": int(w["err_status"]),
         # CPU as % of one core over the run, and per request.
         "cpu_httpd_pct": round(100 * hc / wall, 1),
@@ -245,7 +247,7 @@ def main():
     ports = [PORT, TC_PORT] + list(FWD_PORT.values()) + [f + i for _, _, f in NODES.values() for i in range(4)]
     C.require_free(ports)
     os.makedirs(os.path.join(rundir, "htdocs/static"))
-    for s, n in SIZES.items():
+    for s, n in ALL_SIZES.items():
         with open(os.path.join(rundir, "htdocs/static", f"{s}.bin"), "wb") as f:
             f.write(body_bytes(n))
     for n in NODES:
@@ -259,7 +261,7 @@ def main():
     help_text = C.agent_help()
     if "BENCH_FWD_RESPONDER" in os.environ or "--listen" in help_text:
         for s, p in FWD_PORT.items():
-            argv = shlex.split(FWD_RESPONDER.format(agent=C.AGENT, addr=f"127.0.0.1:{p}", size=SIZES[s]))
+            argv = shlex.split(FWD_RESPONDER.format(agent=C.AGENT, addr=f"127.0.0.1:{p}", size=ALL_SIZES[s]))
             proc = C.start_cmd(f"fwd-responder-{s}", argv, rundir)
             if not C.wait_until(lambda: proc.poll() is not None or C.port_accepts(p), 10):
                 pass
@@ -288,7 +290,7 @@ def main():
                 continue
             mode = ["--backend", f"127.0.0.1:{TC_PORT}"]
         else:
-            mode = ["--respond", "--body-size", str(SIZES[n.rsplit("-", 1)[1]])]
+            mode = ["--respond", "--body-size", str(ALL_SIZES[n.rsplit("-", 1)[1]])]
         first = NODES[n][2]
         agents[n] = C.start_agent(n, ["--node", n, "--secret-file", f"{rundir}/{n}.secret",
                                       "--frontend", f"127.0.0.1:{first}-{first + 3}",
