@@ -154,9 +154,9 @@ pub struct Hello {
     pub client_nonce: [u8; NONCE_LEN],
 }
 
-/// Incremental HELLO parser. `Ok(None)`: more bytes are needed;
-/// `Ok(Some((hello, used)))`: a complete HELLO of `used` bytes.
-pub fn parse_hello(buf: &[u8]) -> Result<Option<(Hello, usize)>, ProtoError> {
+/// The common start of HELLO and CHALLENGE: magic, version, then one byte
+/// (node length or status) that is returned; `Ok(None)` until it has arrived.
+fn parse_header(buf: &[u8]) -> Result<Option<u8>, ProtoError> {
     let have = buf.len().min(4);
     if buf[..have] != MAGIC[..have] {
         return Err(ProtoError::BadMagic);
@@ -167,7 +167,14 @@ pub fn parse_hello(buf: &[u8]) -> Result<Option<(Hello, usize)>, ProtoError> {
     if buf[4] != VERSION {
         return Err(ProtoError::BadVersion(buf[4]));
     }
-    let n = buf[5] as usize;
+    Ok(Some(buf[5]))
+}
+
+/// Incremental HELLO parser. `Ok(None)`: more bytes are needed;
+/// `Ok(Some((hello, used)))`: a complete HELLO of `used` bytes.
+pub fn parse_hello(buf: &[u8]) -> Result<Option<(Hello, usize)>, ProtoError> {
+    let Some(n) = parse_header(buf)? else { return Ok(None) };
+    let n = n as usize;
     if n == 0 || n > MAX_NODE_LEN {
         return Err(ProtoError::BadNode);
     }
@@ -247,18 +254,9 @@ pub enum Challenge {
 
 /// Incremental CHALLENGE parser for the dialer, same contract as [`parse_hello`].
 pub fn parse_challenge(buf: &[u8]) -> Result<Option<(Challenge, usize)>, ProtoError> {
-    let have = buf.len().min(4);
-    if buf[..have] != MAGIC[..have] {
-        return Err(ProtoError::BadMagic);
-    }
-    if buf.len() < 6 {
-        return Ok(None);
-    }
-    if buf[4] != VERSION {
-        return Err(ProtoError::BadVersion(buf[4]));
-    }
-    if buf[5] != 0 {
-        let r = Refusal::from_byte(buf[5]).ok_or(ProtoError::BadStatus(buf[5]))?;
+    let Some(status) = parse_header(buf)? else { return Ok(None) };
+    if status != 0 {
+        let r = Refusal::from_byte(status).ok_or(ProtoError::BadStatus(status))?;
         return Ok(Some((Challenge::Refused(r), CHALLENGE_REFUSE_LEN)));
     }
     if buf.len() < CHALLENGE_OK_LEN {
