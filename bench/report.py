@@ -132,15 +132,16 @@ def md_throughput(tp):
             f"| {f(fw.get('cpu_agent_pct'), 0)} / {f(rv.get('cpu_agent_pct'), 0)} % "
             f"| {f(fw.get('cpu_backend_pct'), 0)} / {f(rv.get('cpu_backend_pct'), 0)} % | {errs} |")
     L.append("")
-    L.append("Per-round ratios (reversed/forward req/s):")
+    L.append("Per-round ratios, reversed/forward (each round: forward then reversed, back to back):")
     L.append("")
-    L.append("| path | body | conns | per round |")
-    L.append("|---|---|---|---|")
+    L.append("| path | body | conns | req/s per round | p99 latency per round |")
+    L.append("|---|---|---|---|---|")
     for r in tp["results"]:
         pr = [p.get("rps_rev_fwd") for p in r["per_round"]]
+        pl = [p.get("p99_rev_fwd") for p in r["per_round"]]
         if any(x is not None for x in pr):
             L.append(f"| {names.get(r['group'], r['group'])} | {r['size']} | {r['conns']} | "
-                     + " ".join(f(x, 3) for x in pr) + " |")
+                     + " ".join(f(x, 3) for x in pr) + " | " + " ".join(f(x, 3) for x in pl) + " |")
     return L
 
 
@@ -217,9 +218,18 @@ def main():
     when = (tp or sc or {}).get("when")
     mach = (tp or {}).get("machine", {})
     L.append(f"Run {when}; {mach.get('cpus')} CPUs ({mach.get('cpu', '?')}), kernel {mach.get('kernel', '?')}, "
-             f"{mach.get('httpd', 'httpd')}; load average at the end {' '.join(mach.get('loadavg_at_end', []))}. "
+             f"{mach.get('httpd', 'httpd')}; load average at the start {' '.join(mach.get('loadavg_at_start') or [])}, "
+             f"at the end {' '.join(mach.get('loadavg_at_end', []))}. "
              "Re-run with `make bench`; raw figures in [latest.json](latest.json).")
     L.append("")
+    try:
+        busy = max(float((mach.get("loadavg_at_start") or ["0"])[0]), float(mach.get("loadavg_at_end", ["0"])[0]))
+    except ValueError:
+        busy = 0
+    if mach.get("cpus") and busy > 1.5 * mach["cpus"]:
+        L.append(f"**The machine was busy (load average {busy:g} on {mach['cpus']} CPUs): other work competed "
+                 "with the benchmark, so ratios near 1 are within the noise. Re-run on a quiet machine.**")
+        L.append("")
     L.append("## Targets")
     L.append("")
     L.append("| target | measured | met |")

@@ -238,7 +238,13 @@ def summarize(runs, variants):
     return med, per_round, ratios
 
 
+LOAD_AT_START = None
+
+
 def main():
+    global LOAD_AT_START
+    with open("/proc/loadavg") as f:
+        LOAD_AT_START = f.read().split()[:3]
     C.raise_nofile(65536)
     for tool in ["wrk"]:
         if not shutil.which(tool):
@@ -394,6 +400,7 @@ def machine():
         m["httpd"] = v[0].split(":", 1)[1].strip() if v else None
         with open("/proc/loadavg") as f:
             m["loadavg_at_end"] = f.read().split()[:3]
+        m["loadavg_at_start"] = LOAD_AT_START
     except (OSError, IndexError):
         pass
     return m
