@@ -363,13 +363,52 @@ static apr_status_t prx_attach(proxy_conn_rec *conn, proxy_worker *worker, proxy
  * When no connection arrives within the node's wait time we answer 503
  * ourselves: mod_proxy never dials the sentinel for want of a connection.
  */
+/* Gives conn a fresh backend-initiated socket; waits up to the node's wait
+ * time unless nowait. Returns OK or HTTP_SERVICE_UNAVAILABLE. */
+static int prx_give_socket(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
+                           proxy_conn_rec *conn, int node, int nowait)
+{
+    int wait_ms = 0;
+    int fd = prx_take_fd(node, nowait, &wait_ms);
+    if (fd < 0) {
+        if (!nowait) {
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                          "no reversed connection for worker %s arrived within %d ms",
+                          prx_worker_name(worker), wait_ms);
+        }
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    if (prx_attach(conn, worker, conf, r, node, fd) != APR_SUCCESS) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    /* With a live connection in hand, a stale "in error" state would only
+     * make mod_proxy's own check close it again. */
+    if (worker->s->status & PROXY_WORKER_IN_ERROR) {
+        worker->s->status &= ~PROXY_WORKER_IN_ERROR;
+    }
+    return OK;
+}
+
+/* Whether a failed attempt can run again on another connection: nothing went
+ * to the client, and no request body was lost (mod_proxy_http keeps what it
+ * prefetched for a later call; mod_proxy_ajp does not). */
+static int prx_can_retry(request_rec *r, proxy_worker *worker)
+{
+    if (r->bytes_sent || r->sent_bodyct) {
+        return 0;
+    }
+    return r->read_length == 0 || strncasecmp(worker->s->scheme, "http", 4) == 0;
+}
+
+#define PRX_MAX_ATTEMPTS 3
+
 static int prx_scheme_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
                               char *url, const char *proxyhost, apr_port_t proxyport)
 {
     proxy_conn_rec *conn = NULL;
     proxy_worker shadow;
     proxy_conn_pool shadow_cp;
-    int node, status, fd, wait_ms = 0;
+    int node, status, attempt;
 
     if (proxyhost || !worker->s || !worker->cp || apr_table_get(r->notes, PRX_INNER_NOTE)) {
         return DECLINED;
@@ -392,47 +431,53 @@ static int prx_scheme_handler(request_rec *r, proxy_worker *worker, proxy_server
             return HTTP_INTERNAL_SERVER_ERROR;
         }
     }
-    /* A pooled connection that still has its live socket is reused as is;
-     * a dead or unused one gets a fresh backend-initiated socket. */
-    if (!conn->sock
-        || ap_proxy_check_connection(PRX_FN, conn, r->server, 0, PROXY_CHECK_CONN_EMPTY) != APR_SUCCESS) {
-        /* A failed check has closed the socket (socket_cleanup): conn->sock is NULL. */
-        fd = prx_take_fd(node, &wait_ms);
-        if (fd < 0) {
-            ap_proxy_release_connection(PRX_FN, conn, r->server);
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
-                          "no reversed connection for worker %s arrived within %d ms",
-                          prx_worker_name(worker), wait_ms);
-            apr_table_setn(r->notes, "error-notes", "No backend connection is available.");
-            return HTTP_SERVICE_UNAVAILABLE;
-        }
-        if (prx_attach(conn, worker, conf, r, node, fd) != APR_SUCCESS) {
-            ap_proxy_release_connection(PRX_FN, conn, r->server);
-            return HTTP_SERVICE_UNAVAILABLE;
-        }
-        /* With a live connection in hand, a stale "in error" state would only
-         * make mod_proxy's own check close it again. */
-        if (worker->s->status & PROXY_WORKER_IN_ERROR) {
-            worker->s->status &= ~PROXY_WORKER_IN_ERROR;
-        }
-    }
 
-    shadow = *worker;
-    shadow_cp = *worker->cp;
-    shadow_cp.res = NULL;
-    shadow_cp.conn = conn;
-    shadow.cp = &shadow_cp;
+    for (attempt = 1;; attempt++) {
+        /* A pooled connection that still has its live socket is reused as is;
+         * a dead or unused one gets a fresh backend-initiated socket. A failed
+         * check has closed the socket (socket_cleanup): conn->sock is NULL. */
+        if (!conn->sock
+            || ap_proxy_check_connection(PRX_FN, conn, r->server, 0, PROXY_CHECK_CONN_EMPTY) != APR_SUCCESS) {
+            status = prx_give_socket(r, worker, conf, conn, node, attempt > 1);
+            if (status != OK) {
+                ap_proxy_release_connection(PRX_FN, conn, r->server);
+                if (attempt == 1) {
+                    apr_table_setn(r->notes, "error-notes", "No backend connection is available.");
+                }
+                return HTTP_SERVICE_UNAVAILABLE;
+            }
+        }
 
-    apr_table_setn(r->notes, PRX_INNER_NOTE, "1");
-    status = proxy_run_scheme_handler(r, &shadow, conf, url, proxyhost, proxyport);
-    apr_table_unset(r->notes, PRX_INNER_NOTE);
+        shadow = *worker;
+        shadow_cp = *worker->cp;
+        shadow_cp.res = NULL;
+        shadow_cp.conn = conn;
+        shadow.cp = &shadow_cp;
 
-    /* The inner handler released the connection into shadow_cp.conn. */
-    conn = shadow_cp.conn;
-    if (conn) {
+        apr_table_setn(r->notes, PRX_INNER_NOTE, "1");
+        status = proxy_run_scheme_handler(r, &shadow, conf, url, proxyhost, proxyport);
+        apr_table_unset(r->notes, PRX_INNER_NOTE);
+
+        /* The inner handler released the connection into shadow_cp.conn. */
+        conn = shadow_cp.conn;
+        if (!conn) {
+            return status;
+        }
         conn->worker = worker;
-        ap_proxy_release_connection(PRX_FN, conn, r->server);
+        /* 503 from the scheme handler means the connection failed before a
+         * response (it died between our check and mod_proxy's, or while the
+         * request was being written). While another connection is idle right
+         * now, the request takes it instead of failing. */
+        if (status != HTTP_SERVICE_UNAVAILABLE || attempt >= PRX_MAX_ATTEMPTS
+            || !prx_can_retry(r, worker)) {
+            break;
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      "reversed connection of worker %s failed before a response; "
+                      "retrying on another idle connection (attempt %d)",
+                      prx_worker_name(worker), attempt + 1);
     }
+    ap_proxy_release_connection(PRX_FN, conn, r->server);
     return status;
 }
 

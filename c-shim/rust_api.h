@@ -53,10 +53,10 @@ void prx_child_stopping(int graceful);
 void prx_child_exit(void);
 
 /* Takes an authenticated idle connection of node `node`, waiting up to the
- * node's wait time. Returns a connected, blocking fd that the caller now owns,
- * or -1 (none in time, or no listener in this child). *wait_ms gets the
- * node's wait time, for messages. */
-int prx_take_fd(int node, int *wait_ms);
+ * node's wait time (or not at all if nowait). Returns a connected, blocking fd
+ * that the caller now owns, or -1 (none in time, or no listener in this
+ * child). *wait_ms gets the node's wait time, for messages. */
+int prx_take_fd(int node, int nowait, int *wait_ms);
 
 /* A connection handed out by prx_take_fd was closed by mod_proxy. */
 void prx_fd_retired(int node);

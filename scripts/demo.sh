@@ -36,6 +36,7 @@ esac
 
 stop
 mkdir -p "$DIR"
+rm -f "$DIR"/error.log "$DIR"/agent-*.log
 for n in app-ajp app-http; do
   [ -s "$DIR/$n.secret" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/$n.secret")
 done

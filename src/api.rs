@@ -142,9 +142,12 @@ pub fn child_exit() {
 }
 
 /// An idle authenticated connection for node `node`, and the node's wait time.
-pub fn take_fd(node: usize) -> (Option<TcpStream>, Duration) {
+pub fn take_fd(node: usize, nowait: bool) -> (Option<TcpStream>, Duration) {
     match CHILD.get() {
-        Some(c) if node < c.cfg.nodes.len() => (c.take(node), c.cfg.nodes[node].wait),
+        Some(c) if node < c.cfg.nodes.len() => {
+            let wait = c.cfg.nodes[node].wait;
+            (c.take(node, if nowait { Duration::ZERO } else { wait }), wait)
+        }
         _ => (None, Duration::ZERO),
     }
 }

@@ -160,11 +160,11 @@ impl Child {
         None
     }
 
-    /// Takes an authenticated idle connection, waiting up to the node's wait.
-    pub fn take(&self, i: usize) -> Option<TcpStream> {
+    /// Takes an authenticated idle connection, waiting up to `wait`.
+    pub fn take(&self, i: usize, wait: Duration) -> Option<TcpStream> {
         let rt = &self.nodes[i];
         let st = self.stats(i);
-        let deadline = Instant::now() + self.cfg.nodes[i].wait;
+        let deadline = Instant::now() + wait;
         let mut q = lock(&rt.idle);
         loop {
             // Most recently verified first.
@@ -258,6 +258,7 @@ struct AcceptLoop {
     next_id: u64,
     last_rebind: Instant,
     last_flood_log: Option<Instant>,
+    paused: bool,
 }
 
 impl AcceptLoop {
@@ -269,6 +270,7 @@ impl AcceptLoop {
             next_id: 1,
             last_rebind: Instant::now(),
             last_flood_log: None,
+            paused: false,
         }
     }
 
@@ -309,6 +311,7 @@ impl AcceptLoop {
             }
             let now = Instant::now();
             self.expire(now);
+            self.resume_if_room();
             if now >= next_tick {
                 next_tick = now + TICK;
                 self.upkeep(now);
@@ -326,6 +329,9 @@ impl AcceptLoop {
             for i in 0..self.listeners.len() {
                 if self.listeners[i].is_none() {
                     self.listeners[i] = self.child.bind(i, false);
+                    if let (true, Some(l)) = (self.paused, &self.listeners[i]) {
+                        self.child.epoll.delete(l);
+                    }
                 }
             }
         }
@@ -338,8 +344,46 @@ impl AcceptLoop {
         }
     }
 
+    /// With ProxyReversedMaxHandshakes connections in handshake, the thread
+    /// stops accepting: further dialers wait in the kernel's listen backlog
+    /// (or are refused by it) instead of taking descriptors here.
+    fn pause_if_full(&mut self) -> bool {
+        if self.shakes.len() < self.child.cfg.max_handshakes {
+            return false;
+        }
+        if !self.paused {
+            self.paused = true;
+            for l in self.listeners.iter().flatten() {
+                self.child.epoll.delete(l);
+            }
+            let now = Instant::now();
+            if self.last_flood_log.map_or(true, |t| now.duration_since(t) >= Duration::from_secs(10)) {
+                self.last_flood_log = Some(now);
+                log::warn(&format!(
+                    "{} connections are in handshake (ProxyReversedMaxHandshakes): not accepting more until some complete or time out",
+                    self.shakes.len()
+                ));
+            }
+        }
+        true
+    }
+
+    fn resume_if_room(&mut self) {
+        if self.paused && self.shakes.len() < self.child.cfg.max_handshakes {
+            self.paused = false;
+            for (i, l) in self.listeners.iter().enumerate() {
+                if let Some(l) = l {
+                    let _ = self.child.epoll.add(l, EV_IN, token(K_LISTEN, i, 0));
+                }
+            }
+        }
+    }
+
     fn accept_all(&mut self, i: usize) {
         loop {
+            if self.pause_if_full() {
+                return;
+            }
             let Some(l) = self.listeners[i].as_ref() else { return };
             match l.accept() {
                 Ok((stream, peer)) => self.admit(i, stream, peer),
@@ -363,19 +407,6 @@ impl AcceptLoop {
         let node = &self.child.cfg.nodes[i];
         if !node.allows(peer.ip()) {
             self.reject(i, peer, "source address not in allow=");
-            return;
-        }
-        if self.shakes.len() >= self.child.cfg.max_handshakes {
-            NodeStats::inc(&self.child.stats(i).rejected);
-            let now = Instant::now();
-            if self.last_flood_log.map_or(true, |t| now.duration_since(t) >= Duration::from_secs(10)) {
-                self.last_flood_log = Some(now);
-                log::warn(&format!(
-                    "node '{}': {} connections are already in handshake (ProxyReversedMaxHandshakes); closing new ones from {peer} and others",
-                    node.name,
-                    self.shakes.len()
-                ));
-            }
             return;
         }
         if stream.set_nonblocking(true).is_err() {

@@ -201,12 +201,12 @@ pub extern "C" fn prx_child_exit() {
 }
 
 #[no_mangle]
-pub extern "C" fn prx_take_fd(node: c_int, wait_ms: *mut c_int) -> c_int {
+pub extern "C" fn prx_take_fd(node: c_int, nowait: c_int, wait_ms: *mut c_int) -> c_int {
     guard(-1, || {
         if node < 0 {
             return -1;
         }
-        let (fd, wait) = api::take_fd(node as usize);
+        let (fd, wait) = api::take_fd(node as usize, nowait != 0);
         if !wait_ms.is_null() {
             // SAFETY: the shim passes a pointer to a local int.
             unsafe { *wait_ms = wait.as_millis().min(i32::MAX as u128) as c_int };

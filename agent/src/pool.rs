@@ -29,6 +29,12 @@ const QUICK_CLOSE: Duration = Duration::from_secs(1);
 const QUICK_STREAK_WINDOW: Duration = Duration::from_secs(30);
 /// Most dials in flight per front end.
 const MAX_DIALS_IN_FLIGHT: usize = 64;
+/// Longest wait before probing a refused port while other ports of its range are up.
+const LIVE_RANGE_PROBE: Duration = Duration::from_millis(250);
+/// Probes of refused ports in a live range are spread at least this far apart.
+const PROBE_SPACING: Duration = Duration::from_millis(25);
+/// After httpd closed an idle connection (a child went away), refused ports are probed within this.
+const RESTART_PROBE: Duration = Duration::from_millis(100);
 /// Authentication errors are logged on the first failure of a streak and then every N attempts.
 const AUTH_LOG_EVERY: u32 = 20;
 
@@ -305,16 +311,44 @@ impl Keeper {
         self.ports.iter().map(|p| p.idle).sum()
     }
 
-    /// Starts dials until idle + dialing reaches the target, least-loaded eligible port first.
+    /// Ports that are neither failing nor refusing as full.
+    fn healthy(&self) -> usize {
+        self.ports.iter().filter(|p| p.streak == 0 && !p.full).count()
+    }
+
+    fn start_dial(&mut self, i: usize) {
+        self.ports[i].dialing += 1;
+        self.stats.dials += 1;
+        tokio::spawn(dial_task(
+            self.fe.clone(),
+            self.agent.clone(),
+            self.ports[i].port,
+            self.tx.clone(),
+            self.shutdown.clone(),
+        ));
+    }
+
+    /// Starts dials, least-loaded eligible port first, until idle + dialing
+    /// reaches the target and every healthy port holds its fair share
+    /// (target / healthy ports, rounded up). A port that was failing gets one
+    /// probe when its backoff ends, whatever the totals: that is how a new
+    /// httpd child is found on a port that refused before.
     fn fill(&mut self) {
         let now = Instant::now();
         let n = self.ports.len();
+        for i in 0..n {
+            let p = &self.ports[i];
+            if p.streak > 0 && p.dialing == 0 && p.next_allowed <= now {
+                self.start_dial(i);
+            }
+        }
         loop {
             let held: usize = self.ports.iter().map(|p| p.idle + p.dialing).sum();
             let dialing: usize = self.ports.iter().map(|p| p.dialing).sum();
-            if held >= self.target || dialing >= MAX_DIALS_IN_FLIGHT {
+            if dialing >= MAX_DIALS_IN_FLIGHT {
                 return;
             }
+            let share = self.target.div_ceil(self.healthy().max(1));
             let mut best: Option<(usize, usize)> = None;
             for k in 0..n {
                 let i = (self.rotate + k) % n;
@@ -331,33 +365,41 @@ impl Keeper {
                     best = Some((i, load));
                 }
             }
-            let Some((i, _)) = best else { return };
+            let Some((i, load)) = best else { return };
+            if held >= self.target && load >= share {
+                return;
+            }
             self.rotate = (i + 1) % n;
-            self.ports[i].dialing += 1;
-            self.stats.dials += 1;
-            let port = self.ports[i].port;
-            tokio::spawn(dial_task(
-                self.fe.clone(),
-                self.agent.clone(),
-                port,
-                self.tx.clone(),
-                self.shutdown.clone(),
-            ));
+            self.start_dial(i);
         }
     }
 
-    /// When some port's backoff ends, if the pool is short and nothing can be dialled now.
+    /// When the keeper must look again: the end of a failing port's backoff
+    /// (it is probed whatever the totals), or of any port's backoff while the
+    /// pool is short.
     fn next_wake(&self) -> Option<Instant> {
         let held: usize = self.ports.iter().map(|p| p.idle + p.dialing).sum();
-        if held >= self.target {
-            return None;
-        }
+        let short = held < self.target;
         let now = Instant::now();
         self.ports
             .iter()
+            .filter(|p| short || (p.streak > 0 && p.dialing == 0))
             .map(|p| p.next_allowed)
             .filter(|&t| t > now)
             .min()
+    }
+
+    /// While other ports of the range hold connections, the range is up and a
+    /// refusing port is most likely a child that httpd has not started yet:
+    /// probe it often, spreading the probes (at most ~40 per second per front
+    /// end), instead of backing off to the maximum.
+    fn live_range_probe(&mut self) -> Option<Duration> {
+        if !self.ports.iter().any(|p| p.idle > 0) {
+            return None;
+        }
+        let failing = self.ports.iter().filter(|p| p.streak > 0).count() as u32;
+        let d = LIVE_RANGE_PROBE.max(PROBE_SPACING * failing);
+        Some(self.jitter.between(d * 3 / 4, d * 5 / 4))
     }
 
     fn backoff(&mut self, streak: u32) -> Duration {
@@ -420,6 +462,13 @@ impl Keeper {
                         "idle connection to {addr} closed by httpd after {:.1} s; redialing",
                         lived.as_secs_f64()
                     );
+                    // A child went away (graceful restart, or httpd shrinking
+                    // its pool): new children may be binding refused ports now.
+                    let now = Instant::now();
+                    for p in self.ports.iter_mut().filter(|p| p.streak > 0) {
+                        let soon = now + self.jitter.between(RESTART_PROBE / 2, RESTART_PROBE);
+                        p.next_allowed = p.next_allowed.min(soon);
+                    }
                 }
             }
         }
@@ -481,7 +530,10 @@ impl Keeper {
             Err(Fail::Net(msg)) => {
                 self.ports[i].streak += 1;
                 let streak = self.ports[i].streak;
-                let d = self.backoff(streak);
+                let mut d = self.backoff(streak);
+                if let Some(probe) = self.live_range_probe() {
+                    d = d.min(probe);
+                }
                 self.ports[i].next_allowed = now + d;
                 self.ready = false;
                 if streak == 1 {
@@ -990,4 +1042,42 @@ mod tests {
         let n = accepts.load(Ordering::SeqCst);
         assert!((1..=20).contains(&n), "{n} accepts in 1.5 s");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn new_child_on_a_refused_port_gets_its_share_soon() {
+        // Two adjacent free ports: A serves at once, B refuses until "its child starts".
+        let (la, port_a, port_b) = loop {
+            let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let pa = la.local_addr().unwrap().port();
+            if pa < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", pa + 1)).is_ok() {
+                break (la, pa, pa + 1);
+            }
+        };
+        let (ctx_a, mut crx_a) = mpsc::unbounded_channel();
+        tokio::spawn(fake_httpd(la, SECRET, ctx_a, Arc::new(AtomicU64::new(0))));
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: port_a, last: port_b };
+        // A 5 s maximum backoff: without the live-range probing, B would wait seconds.
+        let keeper = tokio::spawn(run_frontend(fe, 4, agent(Some(SECRET), 5000), sd_rx));
+        let mut held_a = Vec::new();
+        for _ in 0..4 {
+            held_a.push(recv(&mut crx_a).await);
+        }
+        // Let B fail for a while (plain exponential backoff would reach 1.6-3.2 s),
+        // then start its "child".
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        let lb = TcpListener::bind(("127.0.0.1", port_b)).await.unwrap();
+        let started = Instant::now();
+        let (ctx_b, mut crx_b) = mpsc::unbounded_channel();
+        tokio::spawn(fake_httpd(lb, SECRET, ctx_b, Arc::new(AtomicU64::new(0))));
+        // B gets its fair share (4 over 2 ports) although the total target was met.
+        let mut held_b = Vec::new();
+        for _ in 0..2 {
+            held_b.push(recv(&mut crx_b).await);
+        }
+        assert!(started.elapsed() < Duration::from_millis(700), "B found after {:?}", started.elapsed());
+        sd_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+    }
+
 }
