@@ -28,7 +28,7 @@ install: build
 
 test:
 	$(CARGO) build --workspace
-	$(CARGO) test --workspace -- --test-threads=2
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 
 demo: install
 	scripts/demo.sh start
