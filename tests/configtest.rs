@@ -290,6 +290,16 @@ fn wildcard_address_needs_secret_or_auth_none() {
 }
 
 #[test]
+fn loopback_address_needs_secret_or_auth_none_too() {
+    // Secure by default: no unauthenticated dialer without the explicit opt-out,
+    // whatever the listen address.
+    must_fail(
+        "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003",
+        &["no secret", "auth=none"],
+    );
+}
+
+#[test]
 fn non_loopback_address_needs_secret_or_auth_none() {
     must_fail(
         "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 10.1.2.3:19000-19003 wait=1s",
