@@ -8,6 +8,8 @@
 //! stderr before they are removed, so failures can be diagnosed.
 #![allow(dead_code)]
 
+pub mod load;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -297,9 +299,16 @@ pub struct HttpdBuilder {
     load_ours: bool,
     dir: TempDir,
     port: u16,
+    netns: Option<String>,
 }
 
 impl HttpdBuilder {
+    /// Runs httpd inside network namespace `ns` (`ip netns exec`); the
+    /// readiness check then connects from inside it too.
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_string());
+        self
+    }
     /// The MPM's settings (replaces the small defaults of [`Mpm`]).
     pub fn mpm_settings(mut self, s: &str) -> Self {
         self.mpm_settings = Some(s.to_string());
@@ -413,7 +422,16 @@ impl HttpdBuilder {
         let d = self.dir.path().to_path_buf();
         let out = fs::File::create(d.join("logs/stdout.log")).unwrap();
         let err = fs::File::create(d.join("logs/stderr.log")).unwrap();
-        let child = Command::new(APACHE2)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), APACHE2]);
+                c
+            }
+            None => Command::new(APACHE2),
+        };
+        let netns = self.netns.clone();
+        let child = cmd
             .arg("-f")
             .arg(&conf)
             .arg("-DFOREGROUND")
@@ -440,7 +458,12 @@ impl HttpdBuilder {
                     tail(&h.error_log(), 8000)
                 ));
             }
-            if port_accepts("127.0.0.1", h.port) {
+            let port = h.port;
+            let up = match &netns {
+                Some(ns) => in_netns(ns, move || port_accepts("127.0.0.1", port)).unwrap_or(false),
+                None => port_accepts("127.0.0.1", port),
+            };
+            if up {
                 return Ok(h);
             }
             if Instant::now() >= end {
@@ -502,6 +525,7 @@ impl Httpd {
             load_ours: true,
             dir: TempDir::new(&format!("httpd-{}", mpm.name())),
             port: free_port(),
+            netns: None,
         }
     }
     pub fn port(&self) -> u16 {
@@ -531,6 +555,24 @@ impl Httpd {
     /// Graceful restart: SIGUSR1 to the parent.
     pub fn graceful(&self) {
         signal(self.pid(), libc::SIGUSR1);
+    }
+    /// Graceful restart the way `apache2ctl -k graceful` does it: `apache2 -f
+    /// CONF -k graceful` (reads the pid file, sends SIGUSR1). Falls back to
+    /// the signal when that command fails.
+    pub fn graceful_k(&self) {
+        let ok = Command::new(APACHE2)
+            .arg("-f")
+            .arg(&self.conf)
+            .args(["-k", "graceful"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            self.graceful();
+        }
     }
     /// Pids of the processes in httpd's process group other than the parent.
     pub fn child_pids(&self) -> Vec<i32> {
@@ -598,12 +640,25 @@ impl Agent {
     /// Spawns target/debug/reversed-agent with `args`; its stderr (and
     /// stdout) go to a file in `dir` (or in a temp dir of its own).
     pub fn spawn(dir: Option<&Path>, args: &[String]) -> Agent {
+        Agent::spawn_in(None, dir, args)
+    }
+    /// Like `spawn`, inside network namespace `ns` (`ip netns exec`, which
+    /// execs in place: the pid is the agent's).
+    pub fn spawn_in(ns: Option<&str>, dir: Option<&Path>, args: &[String]) -> Agent {
         let own = if dir.is_none() { Some(TempDir::new("agent")) } else { None };
         let d = dir.map(Path::to_path_buf).unwrap_or_else(|| own.as_ref().unwrap().path().to_path_buf());
         let n = AGENT_SEQ.fetch_add(1, Ordering::SeqCst);
         let log = d.join(format!("agent-{n}.log"));
         let f = fs::File::create(&log).unwrap();
-        let child = Command::new(agent_path())
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(agent_path());
+                c
+            }
+            None => Command::new(agent_path()),
+        };
+        let child = cmd
             .args(args)
             .stdin(Stdio::null())
             .stdout(f.try_clone().unwrap())
@@ -1251,13 +1306,26 @@ impl Tomcat {
     /// 127.0.0.1:`ajp_port` (no secret required), webapps/ROOT holding
     /// hello.txt and hello.jsp; waits ≤ 60 s for the AJP port.
     pub fn start() -> Tomcat {
+        Tomcat::start_on(free_port())
+    }
+    /// Stops this Tomcat (SIGTERM, then SIGKILL) and starts a new one on the
+    /// same AJP port; returns it once the port accepts.
+    pub fn restart(self) -> Tomcat {
+        let port = self.ajp_port;
+        drop(self);
+        Tomcat::start_on(port)
+    }
+    /// Stops Tomcat now (the directory stays until drop).
+    pub fn stop(&mut self) {
+        stop_child(&mut self.child, Duration::from_secs(10));
+    }
+    pub fn start_on(ajp_port: u16) -> Tomcat {
         let dir = TempDir::new("tomcat");
         let base = dir.path();
         fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
         for sub in ["conf", "logs", "temp", "work", "webapps/ROOT"] {
             fs::create_dir_all(base.join(sub)).unwrap();
         }
-        let ajp_port = free_port();
         let server_xml = format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <Server port="-1" shutdown="SHUTDOWN">
@@ -1424,4 +1492,113 @@ pub fn assert_only_handshake_refusal(what: &str, got: &[u8]) -> String {
 pub fn write_file(p: &Path, content: &[u8]) {
     let mut f = fs::File::create(p).unwrap();
     f.write_all(content).unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Figures, scale, /proc
+// ---------------------------------------------------------------------------
+
+/// MPR_SOAK=1 (`make soak`): the scenarios run at full scale.
+pub fn soak() -> bool {
+    std::env::var_os("MPR_SOAK").is_some_and(|v| v != "0" && !v.is_empty())
+}
+
+/// `ci` normally, `soak` under MPR_SOAK=1.
+pub fn scale<T>(ci: T, soak_value: T) -> T {
+    if soak() {
+        soak_value
+    } else {
+        ci
+    }
+}
+
+/// Prints a measured figure ("FIGURE case | text") and appends it to the
+/// file named by MPR_FIGURES (the summary table of `make soak`).
+pub fn figure(case: &str, text: &str) {
+    let line = format!("FIGURE {case} | {text}");
+    eprintln!("{line}");
+    if let Some(p) = std::env::var_os("MPR_FIGURES") {
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(p) {
+            let _ = writeln!(f, "{}{line}", if soak() { "soak " } else { "" });
+        }
+    }
+}
+
+/// Open descriptors of `pid` (None when it is gone).
+pub fn proc_fds(pid: i32) -> Option<usize> {
+    fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count())
+}
+
+fn proc_status_field(pid: i32, field: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Resident memory of `pid` in KiB.
+pub fn proc_rss_kb(pid: i32) -> Option<u64> {
+    proc_status_field(pid, "VmRSS:")
+}
+
+/// Threads of `pid`.
+pub fn proc_threads(pid: i32) -> Option<u64> {
+    proc_status_field(pid, "Threads:")
+}
+
+/// Runs `f` on a thread that has joined network namespace `ns`
+/// (/var/run/netns/NS); only that thread changes namespace.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let fd = fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| "netns thread panicked".to_string())?
+}
+
+/// A raw dialer: connects to 127.0.0.1:`port` and completes the handshake
+/// as `node` with `secret`. Returns the idle, authenticated stream, or the
+/// refusal/verdict/error as text.
+pub fn raw_dial(port: u16, node: &str, secret: &[u8], timeout: Duration) -> Result<TcpStream, String> {
+    use reversed_proto as p;
+    let sa: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let cn = p::nonce().unwrap();
+    s.write_all(&p::encode_hello(node.as_bytes(), &cn)).map_err(|e| format!("hello: {e}"))?;
+    let mut buf = Vec::new();
+    let (sn, sp) = loop {
+        let mut b = [0u8; 128];
+        let n = s.read(&mut b).map_err(|e| format!("challenge: {e}"))?;
+        if n == 0 {
+            return Err("closed before the challenge".into());
+        }
+        buf.extend_from_slice(&b[..n]);
+        match p::parse_challenge(&buf) {
+            Ok(Some((p::Challenge::Continue { server_nonce, server_proof }, _))) => break (server_nonce, server_proof),
+            Ok(Some((p::Challenge::Refused(r), _))) => return Err(format!("refused: {r:?}")),
+            Ok(None) => continue,
+            Err(e) => return Err(format!("bad challenge: {e}")),
+        }
+    };
+    if !p::verify_server_proof(secret, node.as_bytes(), &cn, &sn, &sp) {
+        return Err("server proof does not verify".into());
+    }
+    s.write_all(&p::client_proof(secret, node.as_bytes(), &cn, &sn)).map_err(|e| format!("proof: {e}"))?;
+    let mut v = [0u8; 1];
+    s.read_exact(&mut v).map_err(|e| format!("verdict: {e}"))?;
+    match p::Verdict::from_byte(v[0]) {
+        Some(p::Verdict::Accepted) => {
+            s.set_read_timeout(None).unwrap();
+            Ok(s)
+        }
+        other => Err(format!("verdict {other:?}")),
+    }
 }

@@ -1,0 +1,182 @@
+//! A bounded load generator on loopback: `threads` clients, each sending
+//! GETs (one fresh connection per request, so that nothing is retried
+//! behind our back) until a deadline or a request cap, recording every
+//! request's start, end and outcome (HTTP status or transport error).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct LoadOpts {
+    pub threads: usize,
+    /// Cap on requests issued (all threads together).
+    pub max_requests: u64,
+    /// Hard deadline from the start.
+    pub duration: Duration,
+    /// Per-request bound (a request that takes longer is a transport error).
+    pub timeout: Duration,
+    /// Pause after each request, per thread.
+    pub pace: Duration,
+}
+
+impl Default for LoadOpts {
+    fn default() -> Self {
+        LoadOpts {
+            threads: 6,
+            max_requests: 1_000_000,
+            duration: Duration::from_secs(60),
+            timeout: Duration::from_secs(15),
+            pace: Duration::from_millis(2),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Sample {
+    /// Since the load's start.
+    pub start: Duration,
+    pub end: Duration,
+    pub url: usize,
+    /// HTTP status, or the transport error.
+    pub outcome: Result<u16, String>,
+}
+
+impl Sample {
+    pub fn ok(&self) -> bool {
+        matches!(self.outcome, Ok(s) if (200..300).contains(&s))
+    }
+    pub fn took(&self) -> Duration {
+        self.end - self.start
+    }
+}
+
+pub struct Load {
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the clients; they cycle through `urls`.
+    pub fn start(urls: Vec<String>, o: LoadOpts) -> Load {
+        assert!(!urls.is_empty());
+        let t0 = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let issued = Arc::new(AtomicU64::new(0));
+        let urls = Arc::new(urls);
+        let threads = (0..o.threads)
+            .map(|_| {
+                let (stop, samples, issued, urls, o) = (stop.clone(), samples.clone(), issued.clone(), urls.clone(), o.clone());
+                std::thread::spawn(move || {
+                    let c = super::client(o.timeout);
+                    while !stop.load(Ordering::SeqCst) && t0.elapsed() < o.duration {
+                        let n = issued.fetch_add(1, Ordering::SeqCst);
+                        if n >= o.max_requests {
+                            break;
+                        }
+                        let i = (n % urls.len() as u64) as usize;
+                        let start = t0.elapsed();
+                        let outcome = super::get_with(&c, &urls[i]).map(|r| r.status);
+                        let end = t0.elapsed();
+                        samples.lock().unwrap().push(Sample { start, end, url: i, outcome });
+                        if !o.pace.is_zero() {
+                            std::thread::sleep(o.pace);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { t0, stop, samples, threads }
+    }
+
+    /// Time since the start (the clock of the samples).
+    pub fn now(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    /// Requests completed so far.
+    pub fn done(&self) -> usize {
+        self.samples.lock().unwrap().len()
+    }
+
+    /// Successful (2xx) requests that started at or after `t`.
+    pub fn ok_since(&self, t: Duration) -> usize {
+        self.samples.lock().unwrap().iter().filter(|s| s.start >= t && s.ok()).count()
+    }
+
+    /// Stops the clients (each finishes its current request) and returns
+    /// every sample, sorted by start.
+    pub fn stop(mut self) -> Report {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let mut v = std::mem::take(&mut *self.samples.lock().unwrap());
+        v.sort_by_key(|s| s.start);
+        Report { samples: v, elapsed: self.t0.elapsed() }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+pub struct Report {
+    pub samples: Vec<Sample>,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    pub fn total(&self) -> usize {
+        self.samples.len()
+    }
+    pub fn failures(&self) -> Vec<&Sample> {
+        self.samples.iter().filter(|s| !s.ok()).collect()
+    }
+    pub fn failed(&self) -> usize {
+        self.samples.iter().filter(|s| !s.ok()).count()
+    }
+    /// Non-2xx statuses and transport errors, counted by kind.
+    pub fn breakdown(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for s in self.samples.iter().filter(|s| !s.ok()) {
+            let k = match &s.outcome {
+                Ok(st) => format!("status {st}"),
+                Err(e) => format!("error {}", e.chars().take(60).collect::<String>()),
+            };
+            *m.entry(k).or_insert(0) += 1;
+        }
+        m
+    }
+    /// Requests that were in flight at `t`.
+    pub fn in_flight_at(&self, t: Duration) -> Vec<&Sample> {
+        self.samples.iter().filter(|s| s.start <= t && s.end >= t).collect()
+    }
+    pub fn max_latency(&self) -> Duration {
+        self.samples.iter().map(Sample::took).max().unwrap_or_default()
+    }
+    pub fn rate(&self) -> f64 {
+        self.total() as f64 / self.elapsed.as_secs_f64().max(1e-3)
+    }
+    pub fn summary(&self) -> String {
+        format!(
+            "{} requests in {:.1} s ({:.0}/s), {} failed {:?}, max latency {:?}",
+            self.total(),
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            self.failed(),
+            self.breakdown(),
+            self.max_latency()
+        )
+    }
+}
