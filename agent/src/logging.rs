@@ -84,6 +84,8 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+#[doc(hidden)]
+#[macro_export]
 macro_rules! log_at {
     ($lvl:expr, $($t:tt)*) => {
         if $crate::logging::enabled($lvl) {
@@ -91,10 +93,14 @@ macro_rules! log_at {
         }
     };
 }
-macro_rules! error { ($($t:tt)*) => { log_at!($crate::logging::Level::Error, $($t)*) }; }
-macro_rules! warn { ($($t:tt)*) => { log_at!($crate::logging::Level::Warn, $($t)*) }; }
-macro_rules! info { ($($t:tt)*) => { log_at!($crate::logging::Level::Info, $($t)*) }; }
-macro_rules! debug { ($($t:tt)*) => { log_at!($crate::logging::Level::Debug, $($t)*) }; }
+#[macro_export]
+macro_rules! error { ($($t:tt)*) => { $crate::log_at!($crate::logging::Level::Error, $($t)*) }; }
+#[macro_export]
+macro_rules! warn { ($($t:tt)*) => { $crate::log_at!($crate::logging::Level::Warn, $($t)*) }; }
+#[macro_export]
+macro_rules! info { ($($t:tt)*) => { $crate::log_at!($crate::logging::Level::Info, $($t)*) }; }
+#[macro_export]
+macro_rules! debug { ($($t:tt)*) => { $crate::log_at!($crate::logging::Level::Debug, $($t)*) }; }
 
 #[cfg(test)]
 mod tests {

@@ -2,14 +2,8 @@
 //! (mod_proxy_reversed) and splices them to a local backend once httpd writes a
 //! request into them, or answers itself (`--respond`).
 
-#[macro_use]
-mod logging;
-mod ajp;
-mod handshake;
-mod http1;
-mod pool;
-mod responder;
-mod splice;
+use reversed_agent::{debug, error, info, warn};
+use reversed_agent::{logging, pool, responder};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,8 +14,8 @@ use clap::Parser;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::logging::Level;
-use crate::pool::{Agent, Busy, FrontEnd, Mode};
+use reversed_agent::logging::Level;
+use reversed_agent::pool::{Agent, Busy, FrontEnd, Mode};
 
 const DEFAULT_IDLE: usize = 8;
 const MAX_IDLE: usize = 100_000;

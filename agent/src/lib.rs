@@ -1,0 +1,12 @@
+//! reversed-agent's modules as a library: the binary (main.rs) is built on
+//! it, and the fuzz targets (fuzz/) reach the AJP13 and HTTP/1.1 codecs and
+//! the responder through it.
+
+#[macro_use]
+pub mod logging;
+pub mod ajp;
+pub mod handshake;
+pub mod http1;
+pub mod pool;
+pub mod responder;
+pub mod splice;
