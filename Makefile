@@ -5,6 +5,8 @@
 #   make demo       build, install, start httpd + module + agent on loopback, print a curl line
 #   make demo-stop  stop the demo
 #   make bench      benchmarks (not part of the tests; see bench/)
+#   make soak       resilience/security scenarios at full scale, with a table of figures
+#   make fuzz       libFuzzer targets (cargo fuzz), FUZZ_RUNS executions each
 
 CARGO      ?= cargo
 APXS       ?= apxs
@@ -15,7 +17,7 @@ RELEASE    := target/release
 MODULE_SO  := $(RELEASE)/libmod_proxy_reversed.so
 AGENT_BIN  := $(RELEASE)/reversed-agent
 
-.PHONY: all build install test demo demo-stop bench clean
+.PHONY: all build install test soak fuzz demo demo-stop bench clean
 
 all: build
 
@@ -29,6 +31,33 @@ install: build
 test:
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
+
+# The scenarios of tests/{resilience,hostile,many_to_many,netns}.rs at full
+# scale (MPR_SOAK=1: 1 000 x 10 MB, 10 000 rogue dials, longer load); each
+# prints "FIGURE case | figures", collected into $(SOAK_FIGURES).
+SOAK_FIGURES ?= $(CURDIR)/target/soak-figures.txt
+soak:
+	$(CARGO) build --workspace
+	@rm -f "$(SOAK_FIGURES)"
+	MPR_SOAK=1 MPR_FIGURES="$(SOAK_FIGURES)" $(CARGO) test --test resilience --test hostile \
+	  --test many_to_many --test netns -- --test-threads=1; st=$$?; \
+	  echo; echo "=== soak figures ==="; sed 's/^soak FIGURE //' "$(SOAK_FIGURES)" 2>/dev/null \
+	  | awk -F' [|] ' '{printf "%-24s %s\n", $$1, $$2}'; exit $$st
+
+# libFuzzer targets of fuzz/ (stable toolchain: RUSTC_BOOTSTRAP=1 admits the
+# sanitizer flags cargo-fuzz passes). Corpora in fuzz/corpus/<target>.
+FUZZ_RUNS    ?= 1000000
+FUZZ_TARGETS ?= handshake ajp_responder http_request
+FUZZ_FLAGS   ?= -max_len=4096 -timeout=10 -rss_limit_mb=2048
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
+	  echo "=== fuzz $$t: $(FUZZ_RUNS) runs ==="; \
+	  (cd fuzz && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t corpus/$$t -- -runs=$(FUZZ_RUNS) $(FUZZ_FLAGS) 2>&1) \
+	    | tee target/fuzz-$$t.log | grep -E "^(Done|INFO: (Loaded|seed))|ERROR|panicked|SUMMARY" ; \
+	  grep -q "^Done" target/fuzz-$$t.log || { echo "fuzz $$t failed (see target/fuzz-$$t.log)"; exit 1; }; \
+	done
 
 demo: install
 	scripts/demo.sh start
