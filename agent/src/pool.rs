@@ -31,6 +31,10 @@ const QUICK_STREAK_WINDOW: Duration = Duration::from_secs(30);
 const MAX_DIALS_IN_FLIGHT: usize = 64;
 /// Longest wait before probing a refused port while other ports of its range are up.
 const LIVE_RANGE_PROBE: Duration = Duration::from_millis(250);
+/// A range counts as live this long after it last held an idle connection:
+/// a graceful restart closes every idle connection at once and the new
+/// children bind (often the same) ports about a second later.
+const RECENTLY_LIVE: Duration = Duration::from_secs(30);
 /// Probes of refused ports in a live range are spread at least this far apart.
 const PROBE_SPACING: Duration = Duration::from_millis(25);
 /// After httpd closed an idle connection (a child went away), refused ports are probed within this.
@@ -246,6 +250,8 @@ struct Keeper {
     ready: bool,
     full_logged: bool,
     stats: Stats,
+    /// When the range last held an idle connection.
+    last_live: Option<Instant>,
 }
 
 /// Keeps the pool of one front end until shutdown; returns its counters.
@@ -281,6 +287,7 @@ pub async fn run_frontend(
         ready: false,
         full_logged: false,
         stats: Stats::default(),
+        last_live: None,
     };
     let mut sd = shutdown;
     loop {
@@ -389,12 +396,17 @@ impl Keeper {
             .min()
     }
 
-    /// While other ports of the range hold connections, the range is up and a
-    /// refusing port is most likely a child that httpd has not started yet:
-    /// probe it often, spreading the probes (at most ~40 per second per front
-    /// end), instead of backing off to the maximum.
+    /// While other ports of the range hold connections, or did within
+    /// RECENTLY_LIVE, the range is up and a refusing port is most likely a
+    /// child that httpd has not started yet: probe it often, spreading the
+    /// probes (at most ~40 per second per front end), instead of backing off
+    /// to the maximum.
     fn live_range_probe(&mut self) -> Option<Duration> {
-        if !self.ports.iter().any(|p| p.idle > 0) {
+        let now = Instant::now();
+        if self.ports.iter().any(|p| p.idle > 0) {
+            self.last_live = Some(now);
+        }
+        if !self.last_live.is_some_and(|t| now.duration_since(t) < RECENTLY_LIVE) {
             return None;
         }
         let failing = self.ports.iter().filter(|p| p.streak > 0).count() as u32;
@@ -422,12 +434,14 @@ impl Keeper {
                 self.on_dialed(i, result);
             }
             Event::Used { port } => {
+                self.last_live = Some(Instant::now());
                 let i = self.slot(port);
                 self.ports[i].idle -= 1;
                 self.ports[i].quick = 0;
                 self.stats.used += 1;
             }
             Event::Closed { port, lived, by_us } => {
+                self.last_live = Some(Instant::now());
                 let i = self.slot(port);
                 self.ports[i].idle -= 1;
                 if by_us {
@@ -435,9 +449,18 @@ impl Keeper {
                 }
                 let addr = self.fe.addr(port);
                 self.ready = false;
-                if lived < QUICK_CLOSE {
+                let now = Instant::now();
+                // A child that goes away closes all its idle connections at
+                // once: a connection that was already open at the last quick
+                // close is part of that same event, not one more failure.
+                let same_event = matches!(
+                    (self.ports[i].last_quick, now.checked_sub(lived)),
+                    (Some(t), Some(opened)) if opened <= t
+                );
+                if lived < QUICK_CLOSE && same_event {
+                    debug!("{addr}: another connection closed in the same burst; not counted");
+                } else if lived < QUICK_CLOSE {
                     // Accepted, then closed at once: pace the redials like failures.
-                    let now = Instant::now();
                     let recent = self.ports[i]
                         .last_quick
                         .is_some_and(|t| now - t < QUICK_STREAK_WINDOW);
@@ -464,7 +487,6 @@ impl Keeper {
                     );
                     // A child went away (graceful restart, or httpd shrinking
                     // its pool): new children may be binding refused ports now.
-                    let now = Instant::now();
                     for p in self.ports.iter_mut().filter(|p| p.streak > 0) {
                         let soon = now + self.jitter.between(RESTART_PROBE / 2, RESTART_PROBE);
                         p.next_allowed = p.next_allowed.min(soon);
@@ -496,6 +518,11 @@ impl Keeper {
                         "{addr} (front end {}) OK again after {} failed attempts",
                         self.fe, p.streak
                     );
+                    // The port refused in between: another process (a new
+                    // child after a graceful restart) owns it now, and the
+                    // quick closes of the old one say nothing about it.
+                    p.quick = 0;
+                    p.last_quick = None;
                 }
                 p.streak = 0;
                 p.full = false;
