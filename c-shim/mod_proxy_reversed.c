@@ -66,9 +66,8 @@ int prx_log_enabled(int level)
 }
 
 /* Per-process table: the workers (in this child) that carry each node, found
- * in child_init by name. The worker's general-purpose context pointer belongs to
- * mod_proxy_cluster and is
- * never used here. */
+ * in child_init by name. The worker's general-purpose context pointer belongs
+ * to mod_proxy_cluster and is never used here. */
 typedef struct prx_worker_ref {
     int node;
     proxy_worker *worker;
