@@ -316,6 +316,7 @@ static apr_status_t prx_attach(proxy_conn_rec *conn, proxy_worker *worker, proxy
     if (rv != APR_SUCCESS) {
         close(fd);
         conn->sock = NULL;
+        prx_fd_retired(node);
         return rv;
     }
     /* Counts the connection as retired when mod_proxy closes it. */
