@@ -230,11 +230,14 @@ fn rogue_flood_with_legitimate_traffic() {
     let flood = t.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let rep = load.stop();
-    // Descriptors return to the baseline once the flood is over.
+    // Descriptors return to the baseline once the flood is over, give or
+    // take the backend connections mod_proxy keeps per thread after the
+    // legitimate load (at most ThreadsPerChild per child: 2 x 16).
+    let settle = 40;
     let mut after = sample(&h);
     wait_until(Duration::from_secs(5), || {
         after = sample(&h);
-        after.total_fds <= base.total_fds + 8
+        after.total_fds <= base.total_fds + settle
     });
     stop.store(true, Ordering::SeqCst);
     sampler.join().unwrap();
@@ -266,7 +269,7 @@ fn rogue_flood_with_legitimate_traffic() {
     assert!(rejected >= total, "only {rejected} of {total} rogues counted as rejected");
     // Bounded: per child, handshakes in progress (≤ 64) + idle pool + threads.
     assert!(pk.max_child_fds <= base.max_child_fds + 64 + 32, "a child peaked at {} fds (baseline {})", pk.max_child_fds, base.max_child_fds);
-    assert!(after.total_fds <= base.total_fds + 8, "fds did not return to the baseline: {} vs {}", after.total_fds, base.total_fds);
+    assert!(after.total_fds <= base.total_fds + settle, "fds did not return to the baseline: {} vs {}", after.total_fds, base.total_fds);
     assert!(pk.total_rss_kb <= base.total_rss_kb + 64 * 1024, "RSS grew from {} to {} KiB", base.total_rss_kb, pk.total_rss_kb);
     assert!(!h.error_log().contains("panicked"));
 }
