@@ -98,16 +98,16 @@ impl Child {
         let child: &'static Child = Box::leak(Box::new(child));
         let listeners: Vec<Option<TcpListener>> =
             (0..child.cfg.nodes.len()).map(|i| child.bind(i, true)).collect();
-        let handle = std::thread::Builder::new()
-            .name("proxy-reversed".into())
-            .spawn(move || {
+        let handle = ffi::with_signals_blocked(|| {
+            std::thread::Builder::new().name("proxy-reversed".into()).spawn(move || {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     AcceptLoop::new(child, listeners).run()
                 }));
                 if r.is_err() {
                     log::error("the reversed-connection accept thread stopped after an internal error");
                 }
-            })?;
+            })
+        })?;
         *lock(&child.thread) = Some(handle);
         Ok(child)
     }
@@ -207,7 +207,10 @@ impl Child {
         self.close_listeners.store(true, SeqCst);
         self.wake.signal();
         if let Some(h) = lock(&self.thread).take() {
-            let _ = h.join();
+            // Never join oneself (exit() runs from a pool cleanup of the child).
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
         for (i, rt) in self.nodes.iter().enumerate() {
             let drained: Vec<Idle> = lock(&rt.idle).drain(..).collect();

@@ -435,6 +435,24 @@ impl<T> Drop for SharedArray<T> {
     }
 }
 
+/// Runs `f` (which spawns a thread) with every signal blocked in the calling
+/// thread, so that the new thread starts with them blocked: httpd's signal
+/// handlers (prefork's `just_die` exits the child) must never run on a thread
+/// of ours. The calling thread's mask is restored afterwards.
+pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data that sigfillset initialises; pthread_sigmask
+    // only reads `all` and writes `old`, both live locals.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
 /// True while a process with this pid exists.
 pub fn pid_alive(pid: i32) -> bool {
     if pid <= 0 {
