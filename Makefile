@@ -59,7 +59,11 @@ fuzz:
 	  grep -q "^Done" target/fuzz-$$t.log || { echo "fuzz $$t failed (see target/fuzz-$$t.log)"; exit 1; }; \
 	done
 
-demo: install
+deps:
+	scripts/deps.sh
+
+demo: deps
+	$(MAKE) install
 	scripts/demo.sh start
 
 demo-stop:
