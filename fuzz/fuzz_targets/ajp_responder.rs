@@ -27,7 +27,14 @@ fuzz_target!(|data: &[u8]| {
     // The responder on a connection carrying these bytes.
     let echo = mode & 1 == 1;
     let cfg = responder::Config::new(if echo { 0 } else { (mode as usize) * 8 }, echo);
-    let piece = 1 + (mode as usize >> 1) % 64 * 64;
+    // Reads of 1-16 bytes for short inputs (incremental parsing), larger
+    // ones otherwise: the HTTP parser re-reads the head on every read, which
+    // makes byte-sized reads of 4 KiB inputs quadratic and the fuzzer slow.
+    let piece = if mode & 0x80 != 0 && rest.len() <= 512 {
+        1 + (mode as usize >> 1) % 16
+    } else {
+        256 + (mode as usize >> 1) % 64 * 64
+    };
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let rt = runtime();
     let s = MockStream::new(rest, piece);
