@@ -17,6 +17,14 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "resilience secret 0123456789abcdef";
 
+/// The scenarios measure recovery times on a small machine: one at a time,
+/// whatever --test-threads says.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
@@ -26,6 +34,7 @@ fn secs(d: Duration) -> String {
 // ---------------------------------------------------------------------------
 
 fn graceful_restarts_under_load(mpm: Mpm, rounds: usize) {
+    let _serial = serial();
     let nports = if mpm == Mpm::Prefork { 32 } else { 16 };
     let ajp = RNode::new("ajp1", "ajp", "127.0.0.2:1", nports);
     let b = Httpd::builder(mpm);
@@ -95,6 +104,7 @@ fn graceful_restarts_under_load_prefork() {
 
 #[test]
 fn kill9_child_under_load() {
+    let _serial = serial();
     let ajp = RNode::new("ajp1", "ajp", "127.0.0.2:1", 8);
     // MinSpareThreads above one child's threads: the parent replaces a dead child.
     let b = Httpd::builder(Mpm::Event).mpm_settings(
@@ -164,6 +174,7 @@ fn kill9_child_under_load() {
 
 #[test]
 fn agent_kill_and_restart_under_load() {
+    let _serial = serial();
     let ajp = RNode::new("ajp1", "ajp", "127.0.0.2:1", 8);
     let b = Httpd::builder(Mpm::Event);
     let secret = b.secret("secret", SECRET);
@@ -236,6 +247,7 @@ fn agent_kill_and_restart_under_load() {
 
 #[test]
 fn tomcat_restart_behind_the_agent() {
+    let _serial = serial();
     if !tomcat_available() {
         return;
     }
@@ -381,6 +393,7 @@ fn misbehaving_dialer(port: u16, node: &str, scheme: &'static str, how: Misbehav
 
 #[test]
 fn dialers_that_close_or_stall_mid_request() {
+    let _serial = serial();
     let ajp = RNode::new("ajp1", "ajp", "127.0.0.2:1", 2);
     let web = RNode::new("web1", "http", "127.0.0.3:1", 2);
     let b = Httpd::builder(Mpm::Event).mpm_settings(
@@ -458,6 +471,7 @@ fn dialers_that_close_or_stall_mid_request() {
 
 #[test]
 fn ten_megabyte_bodies_every_byte_checked() {
+    let _serial = serial();
     let transfers: usize = scale(20, 1000);
     let ajp = RNode::new("ajp1", "ajp", "127.0.0.2:1", 4);
     let web = RNode::new("web1", "http", "127.0.0.3:1", 4);
@@ -527,6 +541,7 @@ fn ten_megabyte_bodies_every_byte_checked() {
 
 #[test]
 fn burst_larger_than_max_handshakes_is_all_accepted() {
+    let _serial = serial();
     let burst: usize = scale(40, 200);
     let node = RNode::new("ajp1", "ajp", "127.0.0.2:1", 2);
     let b = Httpd::builder(Mpm::Event).mpm_settings(
