@@ -53,10 +53,11 @@ fn graceful_restarts_under_load(mpm: Mpm, rounds: usize) {
     );
     std::thread::sleep(Duration::from_millis(500));
     let mut took = Vec::new();
+    let mut via_k = 0;
     for round in 0..rounds {
         let old = status_json(&h).unwrap().pids();
         let t = Instant::now();
-        h.graceful_k();
+        via_k += h.graceful_k() as usize;
         let mut last = Err(String::new());
         let ok = wait_until(Duration::from_secs(30), || {
             last = status_json(&h);
@@ -75,7 +76,7 @@ fn graceful_restarts_under_load(mpm: Mpm, rounds: usize) {
     figure(
         &format!("graceful-{}", mpm.name()),
         &format!(
-            "{rounds} graceful restarts (apache2 -k graceful) under load: {} failed of {} ({:.0} req/s, max latency {}); new generation idle after {:?}",
+            "{rounds} graceful restarts ({via_k} by apache2 -k graceful, the rest by SIGUSR1) under load: {} failed of {} ({:.0} req/s, max latency {}); new generation idle after {:?}",
             rep.failed(),
             rep.total(),
             rep.rate(),

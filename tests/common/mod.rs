@@ -558,8 +558,8 @@ impl Httpd {
     }
     /// Graceful restart the way `apache2ctl -k graceful` does it: `apache2 -f
     /// CONF -k graceful` (reads the pid file, sends SIGUSR1). Falls back to
-    /// the signal when that command fails.
-    pub fn graceful_k(&self) {
+    /// the signal when that command fails. Returns whether the command did it.
+    pub fn graceful_k(&self) -> bool {
         let ok = Command::new(APACHE2)
             .arg("-f")
             .arg(&self.conf)
@@ -573,6 +573,7 @@ impl Httpd {
         if !ok {
             self.graceful();
         }
+        ok
     }
     /// Pids of the processes in httpd's process group other than the parent.
     pub fn child_pids(&self) -> Vec<i32> {
