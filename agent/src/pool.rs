@@ -1107,4 +1107,40 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn graceful_restart_on_the_same_port_is_found_soon() {
+        // A graceful restart as the agent sees it: the child closes its
+        // listener and all its (young) idle connections at once; a second
+        // later the new child binds the same port. Regression: the burst of
+        // closes counted as 4 "quick closes" and, with no idle connection
+        // left in the range, the refusals backed off exponentially, so the
+        // new child waited seconds (up to the 5 s maximum).
+        let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = la.local_addr().unwrap().port();
+        let (ctx, mut crx) = mpsc::unbounded_channel();
+        let old = tokio::spawn(fake_httpd(la, SECRET, ctx, Arc::new(AtomicU64::new(0))));
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let keeper = tokio::spawn(run_frontend(fe, 4, agent(Some(SECRET), 5000), sd_rx));
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(recv(&mut crx).await);
+        }
+        old.abort();
+        let _ = old.await;
+        drop(held);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let lb = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let started = Instant::now();
+        let (ctx_b, mut crx_b) = mpsc::unbounded_channel();
+        tokio::spawn(fake_httpd(lb, SECRET, ctx_b, Arc::new(AtomicU64::new(0))));
+        let mut held_b = Vec::new();
+        for _ in 0..4 {
+            held_b.push(recv(&mut crx_b).await);
+        }
+        assert!(started.elapsed() < Duration::from_millis(800), "new child filled after {:?}", started.elapsed());
+        sd_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
+    }
+
 }
