@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +37,9 @@ fn token_node(t: u64) -> usize {
 /// How often the accept thread does its upkeep (re-binding, error-state refresh).
 const TICK: Duration = Duration::from_millis(500);
 const REBIND_EVERY: Duration = Duration::from_secs(1);
+/// A gracefully stopping child keeps its listeners at least this long, and
+/// then while requests of its own wait for a connection (see `stopping`).
+const GRACEFUL_LINGER: Duration = Duration::from_millis(250);
 
 struct Idle {
     token: u64,
@@ -62,6 +65,10 @@ pub struct Child {
     wake: EventFd,
     stop: AtomicBool,
     close_listeners: AtomicBool,
+    /// When a graceful stop asked for the listeners to close.
+    graceful_since: Mutex<Option<Instant>>,
+    /// Request threads waiting in `take` for a connection.
+    waiting: AtomicUsize,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -91,6 +98,8 @@ impl Child {
             wake: EventFd::new()?,
             stop: AtomicBool::new(false),
             close_listeners: AtomicBool::new(false),
+            graceful_since: Mutex::new(None),
+            waiting: AtomicUsize::new(0),
             thread: Mutex::new(None),
         };
         child.epoll.add(&child.wake, EV_IN, token(K_WAKE, 0, 0))?;
@@ -185,7 +194,9 @@ impl Child {
             if now >= deadline {
                 return None;
             }
+            self.waiting.fetch_add(1, SeqCst);
             q = rt.cond.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+            self.waiting.fetch_sub(1, SeqCst);
         }
     }
 
@@ -195,10 +206,28 @@ impl Child {
         NodeStats::inc(&st.retired);
     }
 
+    /// A hard stop closes the listeners at once. A graceful one lets the
+    /// requests this child accepted before the restart still get connections:
+    /// the listeners stay open GRACEFUL_LINGER, then while a request waits in
+    /// `take` (at most the node's wait), so that the dialer's replacement for
+    /// a connection just used can still arrive. Closing at once made such a
+    /// request wait its whole `wait` in vain and answer 503.
     pub fn stopping(&self, graceful: bool) {
         log::debug(|| format!("child {} stopping (graceful: {graceful}): closing reversed listeners", std::process::id()));
-        self.close_listeners.store(true, SeqCst);
+        if graceful {
+            lock(&self.graceful_since).get_or_insert_with(Instant::now);
+        } else {
+            self.close_listeners.store(true, SeqCst);
+        }
         self.wake.signal();
+    }
+
+    /// Whether a pending graceful stop may close the listeners now.
+    fn graceful_close_due(&self, now: Instant) -> bool {
+        let Some(since) = *lock(&self.graceful_since) else { return false };
+        let longest = self.cfg.nodes.iter().map(|n| n.wait).max().unwrap_or_default();
+        let waited = now.saturating_duration_since(since);
+        waited >= GRACEFUL_LINGER + longest || (waited >= GRACEFUL_LINGER && self.waiting.load(SeqCst) == 0)
     }
 
     /// Stops and joins the accept thread, then closes the idle connections.
@@ -281,6 +310,9 @@ impl AcceptLoop {
         let mut events = Vec::with_capacity(256);
         let mut next_tick = Instant::now() + TICK;
         loop {
+            if !self.child.close_listeners.load(SeqCst) && self.child.graceful_close_due(Instant::now()) {
+                self.child.close_listeners.store(true, SeqCst);
+            }
             if self.child.close_listeners.load(SeqCst) && self.listeners.iter().any(Option::is_some) {
                 for l in self.listeners.iter_mut() {
                     if let Some(l) = l.take() {
@@ -296,6 +328,10 @@ impl AcceptLoop {
             }
             let now = Instant::now();
             let mut until = next_tick;
+            if lock(&self.child.graceful_since).is_some() && !self.child.close_listeners.load(SeqCst) {
+                // A graceful stop is pending: look again soon.
+                until = until.min(now + Duration::from_millis(50));
+            }
             for s in self.shakes.values() {
                 until = until.min(s.deadline);
             }
