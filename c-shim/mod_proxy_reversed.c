@@ -390,11 +390,23 @@ static int prx_give_socket(request_rec *r, proxy_worker *worker, proxy_server_co
     return OK;
 }
 
-/* Whether a failed attempt can run again on another connection: nothing went
- * to the client, and no request body was lost (mod_proxy_http keeps what it
- * prefetched for a later call; mod_proxy_ajp does not). */
+/* Whether a failed attempt can run again on another connection: the method
+ * is idempotent (a 503 can also follow a request that reached the backend and
+ * then stalled: it must not run twice), nothing went to the client, and no
+ * request body was lost (mod_proxy_http keeps what it prefetched for a later
+ * call; mod_proxy_ajp does not). HEAD has M_GET as its method number. */
 static int prx_can_retry(request_rec *r, proxy_worker *worker)
 {
+    switch (r->method_number) {
+    case M_GET:
+    case M_PUT:
+    case M_DELETE:
+    case M_OPTIONS:
+    case M_TRACE:
+        break;
+    default:
+        return 0;
+    }
     if (r->bytes_sent || r->sent_bodyct) {
         return 0;
     }
