@@ -1,0 +1,56 @@
+//! A dying connection does not take a request down with it while another is
+//! idle: the connection handed to a GET is dropped by its dialer as soon as
+//! the request arrives (mod_proxy_ajp answers 503 for an idempotent request
+//! that got no response), and the module runs the request again on the next
+//! idle connection.
+
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::sync::mpsc;
+use std::time::Duration;
+
+const SECRET: &str = "retry test secret 0123456789abcdef";
+
+#[test]
+fn get_survives_a_connection_dropped_on_first_bytes() {
+    let node = RNode::new("retry1", "ajp", "127.0.0.2:1", 1);
+    let b = Httpd::builder(Mpm::Event).mpm_settings(
+        "StartServers 1\nServerLimit 1\nThreadLimit 16\nThreadsPerChild 16\nMaxRequestWorkers 16\n\
+         MinSpareThreads 1\nMaxSpareThreads 16\n",
+    );
+    let secret = b.secret("secret", SECRET);
+    let h = b
+        .conf(&node.conf(&format!("secret={} wait=2s", secret.display())))
+        .conf(STATUS_LOCATION)
+        .start();
+    let _agent = AgentArgs::respond("retry1", Some(&secret), &node.range()).idle(2).spawn(Some(h.dir()));
+    assert!(wait_until(Duration::from_secs(10), || status_json(&h).is_ok_and(|s| s.idle("retry1") >= 2)));
+
+    // The dropper dials last, so the child's LIFO pool hands it out first.
+    let port = status_json(&h).unwrap().ports("retry1")[0];
+    let mut dropper = raw_dial(port, "retry1", SECRET.as_bytes(), Duration::from_secs(5)).expect("dropper handshake");
+    assert!(wait_until(Duration::from_secs(5), || status_json(&h).is_ok_and(|s| s.idle("retry1") >= 3)));
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        dropper.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut b = [0u8; 4096];
+        let n = dropper.read(&mut b).unwrap_or(0);
+        // Close without answering: the request dies with this connection.
+        drop(dropper);
+        let _ = tx.send(b[..n].to_vec());
+    });
+
+    let r = get(&node.url_on(&h, "/hello")).expect("GET through the reversed worker");
+    let got = rx.recv_timeout(Duration::from_secs(10)).expect("the dropper was never handed the request");
+    t.join().unwrap();
+    assert!(got.starts_with(&[0x12, 0x34]), "the dropper got no AJP request: {got:02x?}");
+    assert_eq!(r.status, 200, "the GET failed with its dropped connection: {}", r.text());
+    assert_eq!(r.header("X-Responder"), Some("ajp"));
+    let log = h.error_log();
+    assert!(
+        log.contains("retrying on another idle connection"),
+        "no retry in the error log:\n{log}"
+    );
+}
