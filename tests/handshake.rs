@@ -35,10 +35,7 @@ fn ajp_packet(payload: &[u8]) -> Vec<u8> {
 #[test]
 fn raw_dialer_is_pooled_and_gets_the_request() {
     let node = RNode::new("raw1", "ajp", "127.0.0.2:1", 2);
-    let b = Httpd::builder(Mpm::Event).mpm_settings(
-        "StartServers 1\nServerLimit 1\nThreadLimit 16\nThreadsPerChild 16\nMaxRequestWorkers 16\n\
-         MinSpareThreads 1\nMaxSpareThreads 16\n",
-    );
+    let b = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD);
     let secret = b.secret("secret", &format!("  {SECRET}\n"));
     let h = b
         .conf(&node.conf(&format!("secret={} wait=2s", secret.display())))

@@ -397,10 +397,7 @@ fn dialers_that_close_or_stall_mid_request() {
     let _serial = serial();
     let ajp = RNode::new("ajp1", "ajp", "127.0.0.2:1", 2);
     let web = RNode::new("web1", "http", "127.0.0.3:1", 2);
-    let b = Httpd::builder(Mpm::Event).mpm_settings(
-        "StartServers 1\nServerLimit 1\nThreadLimit 16\nThreadsPerChild 16\nMaxRequestWorkers 16\n\
-         MinSpareThreads 1\nMaxSpareThreads 16\n",
-    );
+    let b = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD);
     let secret = b.secret("secret", SECRET);
     let opts = format!("secret={} wait=1s", secret.display());
     let h = b.conf("ProxyTimeout 2\n").conf(&ajp.conf(&opts)).conf(&web.conf(&opts)).conf(STATUS_LOCATION).start();
@@ -545,10 +542,7 @@ fn burst_larger_than_max_handshakes_is_all_accepted() {
     let _serial = serial();
     let burst: usize = scale(40, 200);
     let node = RNode::new("ajp1", "ajp", "127.0.0.2:1", 2);
-    let b = Httpd::builder(Mpm::Event).mpm_settings(
-        "StartServers 1\nServerLimit 1\nThreadLimit 16\nThreadsPerChild 16\nMaxRequestWorkers 16\n\
-         MinSpareThreads 1\nMaxSpareThreads 16\n",
-    );
+    let b = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD);
     let secret = b.secret("secret", SECRET);
     let h = b
         .conf("ProxyReversedMaxHandshakes 4\nProxyReversedHandshakeTimeout 2s\n")

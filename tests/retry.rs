@@ -16,10 +16,7 @@ const SECRET: &str = "retry test secret 0123456789abcdef";
 #[test]
 fn get_survives_a_connection_dropped_on_first_bytes() {
     let node = RNode::new("retry1", "ajp", "127.0.0.2:1", 1);
-    let b = Httpd::builder(Mpm::Event).mpm_settings(
-        "StartServers 1\nServerLimit 1\nThreadLimit 16\nThreadsPerChild 16\nMaxRequestWorkers 16\n\
-         MinSpareThreads 1\nMaxSpareThreads 16\n",
-    );
+    let b = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD);
     let secret = b.secret("secret", SECRET);
     let h = b
         .conf(&node.conf(&format!("secret={} wait=2s", secret.display())))

@@ -889,6 +889,10 @@ pub fn sha256_hex(b: &[u8]) -> String {
 // Reversed nodes
 // ---------------------------------------------------------------------------
 
+/// Event MPM settings for tests that need exactly one child (one port, one pool).
+pub const ONE_EVENT_CHILD: &str = "StartServers 1\nServerLimit 1\nThreadLimit 16\nThreadsPerChild 16\nMaxRequestWorkers 16\n\
+     MinSpareThreads 1\nMaxSpareThreads 16\n";
+
 pub const STATUS_LOCATION: &str =
     "<Location \"/reversed-status\">\n    SetHandler proxy-reversed-status\n</Location>\n";
 
