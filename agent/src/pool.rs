@@ -753,6 +753,19 @@ mod tests {
         })
     }
 
+    fn one_port(port: u16) -> FrontEnd {
+        FrontEnd { host: "127.0.0.1".into(), first: port, last: port }
+    }
+
+    /// Keeps `fe` for `d`, then shuts the keeper down and returns its counters.
+    async fn keep_for(fe: FrontEnd, idle: usize, agent: Arc<Agent>, d: Duration) -> Stats {
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let keeper = tokio::spawn(run_frontend(fe, idle, agent, sd_rx));
+        tokio::time::sleep(d).await;
+        sd_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap()
+    }
+
     #[test]
     fn parse_front_ends() {
         assert_eq!(
@@ -835,11 +848,7 @@ mod tests {
         let (ctx, mut crx) = mpsc::unbounded_channel();
         tokio::spawn(fake_httpd(l, SECRET, ctx, Arc::new(AtomicU64::new(0))));
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd {
-            host: "127.0.0.1".into(),
-            first: port,
-            last: port,
-        };
+        let fe = one_port(port);
         let keeper = tokio::spawn(run_frontend(fe, 2, agent(Some(SECRET), 1000), sd_rx));
 
         let mut c1 = recv(&mut crx).await;
@@ -896,11 +905,7 @@ mod tests {
         let (ctx, mut crx) = mpsc::unbounded_channel();
         tokio::spawn(fake_httpd(l, SECRET, ctx, Arc::new(AtomicU64::new(0))));
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd {
-            host: "127.0.0.1".into(),
-            first: port,
-            last: port,
-        };
+        let fe = one_port(port);
         let keeper = tokio::spawn(run_frontend(fe, 1, agent(Some(SECRET), 1000), sd_rx));
         let c1 = recv(&mut crx).await;
         // httpd child exits: the agent redials (paced: the close came quickly, so after a backoff).
@@ -935,19 +940,7 @@ mod tests {
             ctx,
             proofs.clone(),
         ));
-        let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd {
-            host: "127.0.0.1".into(),
-            first: port,
-            last: port,
-        };
-        let keeper = tokio::spawn(run_frontend(fe, 4, agent(Some(SECRET), 5000), sd_rx));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
-            .await
-            .unwrap()
-            .unwrap();
+        let stats = keep_for(one_port(port), 4, agent(Some(SECRET), 5000), Duration::from_millis(1500)).await;
         // The first round dials `idle` (4) at once; then auth failures back off at
         // least 1 s, one probe at a time.
         assert!((4..=6).contains(&stats.dials), "{stats:?}");
@@ -961,19 +954,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd {
-            host: "127.0.0.1".into(),
-            first: port,
-            last: port,
-        };
-        let keeper = tokio::spawn(run_frontend(fe, 8, agent(Some(SECRET), 400), sd_rx));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
-            .await
-            .unwrap()
-            .unwrap();
+        let stats = keep_for(one_port(port), 8, agent(Some(SECRET), 400), Duration::from_millis(1500)).await;
         // The first round dials 8 at once; then one probe at a time every ~400 ms
         // (the cap): about 11 attempts in 1.5 s, never a flood.
         assert!((8..=13).contains(&stats.dials), "{stats:?}");
@@ -998,19 +979,7 @@ mod tests {
                 });
             }
         });
-        let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd {
-            host: "127.0.0.1".into(),
-            first: port,
-            last: port,
-        };
-        let keeper = tokio::spawn(run_frontend(fe, 4, agent(Some(SECRET), 5000), sd_rx));
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
-            .await
-            .unwrap()
-            .unwrap();
+        let stats = keep_for(one_port(port), 4, agent(Some(SECRET), 5000), Duration::from_millis(1500)).await;
         // 4 at once, then one probe every 500-1000 ms.
         assert!((5..=8).contains(&stats.dials), "{stats:?}");
         assert_eq!(stats.accepted, 0);
@@ -1022,19 +991,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd {
-            host: "127.0.0.1".into(),
-            first: port,
-            last: port,
-        };
-        let keeper = tokio::spawn(run_frontend(fe, 1, agent(Some(SECRET), 5000), sd_rx));
-        tokio::time::sleep(Duration::from_millis(1600)).await;
-        sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
-            .await
-            .unwrap()
-            .unwrap();
+        let stats = keep_for(one_port(port), 1, agent(Some(SECRET), 5000), Duration::from_millis(1600)).await;
         // Attempts at ~0, 50, 150, 350, 750, 1550 ms (+-25 % each step).
         assert!((4..=7).contains(&stats.dials), "{stats:?}");
     }
@@ -1053,11 +1010,7 @@ mod tests {
             }
         });
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd {
-            host: "127.0.0.1".into(),
-            first: port,
-            last: port,
-        };
+        let fe = one_port(port);
         // --no-auth: the connection counts as idle at once; the quick EOF must still be paced.
         let keeper = tokio::spawn(run_frontend(fe, 8, agent(None, 400), sd_rx));
         tokio::time::sleep(Duration::from_millis(1500)).await;
