@@ -213,7 +213,17 @@ impl Child {
     /// a connection just used can still arrive. Closing at once made such a
     /// request wait its whole `wait` in vain and answer 503.
     pub fn stopping(&self, graceful: bool) {
-        log::debug(|| format!("child {} stopping (graceful: {graceful}): closing reversed listeners", std::process::id()));
+        log::debug(|| {
+            format!(
+                "child {} stopping: {}",
+                std::process::id(),
+                if graceful {
+                    "reversed listeners close once its waiting requests are served"
+                } else {
+                    "closing reversed listeners"
+                }
+            )
+        });
         if graceful {
             lock(&self.graceful_since).get_or_insert_with(Instant::now);
         } else {

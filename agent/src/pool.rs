@@ -1073,7 +1073,7 @@ mod tests {
         let (ctx, mut crx) = mpsc::unbounded_channel();
         let old = tokio::spawn(fake_httpd(la, SECRET, ctx, Arc::new(AtomicU64::new(0))));
         let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = FrontEnd { host: "127.0.0.1".into(), first: port, last: port };
+        let fe = one_port(port);
         let keeper = tokio::spawn(run_frontend(fe, 4, agent(Some(SECRET), 5000), sd_rx));
         let mut held = Vec::new();
         for _ in 0..4 {
