@@ -17,6 +17,8 @@
 //! Both sides send a fresh random nonce, so neither proof can be replayed, and
 //! the two proofs use different labels, so one cannot be reflected as the other.
 
+pub mod mcmp;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
