@@ -16,6 +16,9 @@
 #include "mod_proxy.h"
 #include "apr_strings.h"
 #include "apr_portable.h"
+#include "apr_optional.h"
+#include "apr_thread_mutex.h"
+#include "scoreboard.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -24,6 +27,7 @@
 
 #include "shim.h"
 #include "rust_api.h"
+#include "cluster.h"
 
 #if !AP_MODULE_MAGIC_AT_LEAST(20120211, 130)
 #error "mod_proxy_reversed needs httpd 2.4.59 or later (ap_proxy_determine_address)"
@@ -74,6 +78,12 @@ typedef struct prx_worker_ref {
     struct prx_worker_ref *next;
 } prx_worker_ref;
 static prx_worker_ref *prx_workers;
+/* Guards adding to prx_workers at run time (workers of MCMP-registered nodes
+ * appear in a child while it serves requests). Readers walk the list without
+ * it: entries are only ever prepended, each fully built before it is linked. */
+static apr_thread_mutex_t *prx_workers_mutex;
+static apr_pool_t *prx_child_pool;
+static APR_OPTIONAL_FN_TYPE(balancer_manage) *prx_balancer_manage;
 
 void prx_node_ready(int node)
 {
@@ -95,14 +105,14 @@ void prx_node_ready(int node)
 /* Directives                                                          */
 /* ------------------------------------------------------------------ */
 
-static const char *prx_cmd_node(cmd_parms *cmd, void *dummy, int argc, char *const argv[])
+static const char *prx_cmd_args(cmd_parms *cmd, void *dummy, int argc, char *const argv[])
 {
     char err[PRX_ERRLEN];
     const char *ctx = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     if (ctx) {
         return ctx;
     }
-    if (prx_cfg_node(argc, (const char *const *)argv, err, sizeof(err)) != 0) {
+    if (prx_cfg_args(cmd->cmd->name, argc, (const char *const *)argv, err, sizeof(err)) != 0) {
         return apr_pstrcat(cmd->pool, cmd->cmd->name, ": ", err, NULL);
     }
     return NULL;
@@ -122,7 +132,15 @@ static const char *prx_cmd_global(cmd_parms *cmd, void *dummy, const char *value
 }
 
 static const command_rec prx_cmds[] = {
-    AP_INIT_TAKE_ARGV("ProxyReversed", prx_cmd_node, NULL, RSRC_CONF,
+    AP_INIT_TAKE_ARGV("ProxyReversedMCMP", prx_cmd_args, NULL, RSRC_CONF,
+                      "ProxyReversedMCMP <listen-address>:<first>-<last> [ports=<n>] "
+                      "[balancer=<name>] [secret=<file>] [allow=<net>[,<net>...]] "
+                      "[wait=<time>] [maxidle=<n>] [nodes=<n>]: nodes may register "
+                      "through MCMP and listen inside this range"),
+    AP_INIT_TAKE_ARGV("ProxyReversedNodeSecret", prx_cmd_args, NULL, RSRC_CONF,
+                      "ProxyReversedNodeSecret <JVMRoute> <file>: the secret of one "
+                      "node registered through MCMP"),
+    AP_INIT_TAKE_ARGV("ProxyReversed", prx_cmd_args, NULL, RSRC_CONF,
                       "ProxyReversed <node> <worker-url> <listen-address>:<first>-<last> "
                       "[secret=<file>] [auth=hmac|none] [allow=<net>[,<net>...]] "
                       "[wait=<time>] [maxidle=<n>]"),
@@ -268,6 +286,9 @@ static void prx_hook_child_init(apr_pool_t *pchild, server_rec *s)
     }
     b.p = pchild;
     prx_workers = NULL;
+    prx_child_pool = pchild;
+    apr_thread_mutex_create(&prx_workers_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
+    prx_balancer_manage = APR_RETRIEVE_OPTIONAL_FN(balancer_manage);
     prx_each_worker(s, prx_collect_one, &b);
     prx_child_init();
     /* A pre-cleanup runs before pchild's subpools (mod_proxy's connection
@@ -283,6 +304,46 @@ static void prx_hook_child_stopping(apr_pool_t *pchild, int graceful)
     }
 }
 #endif
+
+/* A worker of a node registered through MCMP, first seen in this child:
+ * pooled connections must survive their release, an error state must not
+ * outlive the arrival of a connection, and prx_node_ready must find it. */
+static void prx_adopt_worker(proxy_worker *w, int node)
+{
+    prx_worker_ref *ref;
+    if (!prx_workers_mutex || apr_thread_mutex_lock(prx_workers_mutex) != APR_SUCCESS) {
+        return;
+    }
+    for (ref = prx_workers; ref; ref = ref->next) {
+        if (ref->worker == w) {
+            ref->node = node;
+            break;
+        }
+    }
+    if (!ref) {
+        w->s->is_address_reusable = 1;
+        w->s->disablereuse = 0;
+        /* The handoff borrows the resolved address: never re-resolve it. */
+        w->s->address_ttl = -1;
+        ref = apr_palloc(prx_child_pool, sizeof(*ref));
+        ref->node = node;
+        ref->worker = w;
+        ref->next = prx_workers;
+        prx_workers = ref;
+    }
+    apr_thread_mutex_unlock(prx_workers_mutex);
+}
+
+static int prx_known_worker(proxy_worker *w, int node)
+{
+    prx_worker_ref *ref;
+    for (ref = prx_workers; ref; ref = ref->next) {
+        if (ref->worker == w) {
+            return ref->node == node;
+        }
+    }
+    return 0;
+}
 
 /* ------------------------------------------------------------------ */
 /* The handoff                                                         */
@@ -423,12 +484,26 @@ static int prx_scheme_handler(request_rec *r, proxy_worker *worker, proxy_server
     proxy_conn_pool shadow_cp;
     int node, status, attempt;
 
-    if (proxyhost || !worker->s || !worker->cp || apr_table_get(r->notes, PRX_INNER_NOTE)) {
+    if (proxyhost || !worker->s || apr_table_get(r->notes, PRX_INNER_NOTE)) {
         return DECLINED;
     }
     node = prx_node_for_worker(prx_worker_name(worker));
     if (node < 0) {
+        if (prx_worker_reserved(prx_worker_name(worker))) {
+            /* httpd's own reversed ports: dialling them would reach our listener. */
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
+                          "worker %s points into a range where httpd listens for reversed "
+                          "connections, but no reversed node owns it: 503",
+                          prx_worker_name(worker));
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
         return DECLINED;
+    }
+    if (!worker->cp) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    if (!prx_known_worker(worker, node)) {
+        prx_adopt_worker(worker, node);
     }
 
     status = ap_proxy_acquire_connection(PRX_FN, &conn, worker, r->server);
@@ -524,6 +599,130 @@ static int prx_status_handler(request_rec *r)
 }
 
 /* ------------------------------------------------------------------ */
+/* MCMP receiver                                                       */
+/* ------------------------------------------------------------------ */
+
+/* Largest MCMP body read (mod_manager's MaxMCMPMessSize is of this order). */
+#define PRX_MCMP_MAX_BODY (64 * 1024)
+
+/* Makes the node's worker an enabled member of its balancer (creating it
+ * through mod_proxy_balancer's balancer_manage, which needs BalancerGrowth),
+ * or disables it. Returns NULL or why it failed. */
+static const char *prx_mcmp_join(request_rec *r, const prx_mcmp_reply *rep)
+{
+    proxy_server_conf *conf = ap_get_module_config(r->server->module_config, &proxy_module);
+    proxy_balancer *b;
+    proxy_worker *w;
+    apr_table_t *params;
+    const char *bname = apr_pstrcat(r->pool, BALANCER_PREFIX, rep->balancer, NULL);
+
+    if (!conf) {
+        return "mod_proxy is not configured for this server";
+    }
+    b = ap_proxy_get_balancer(r->pool, conf, bname, 0);
+    if (!b) {
+        return apr_psprintf(r->pool, "%s does not exist in the server that received the CONFIG "
+                            "(declare <Proxy %s> with ProxySet growth=<n> in the same virtual host as "
+                            "the proxy-reversed-mcmp handler)", bname, bname);
+    }
+    w = ap_proxy_get_worker(r->pool, b, conf, rep->worker);
+    if (rep->join == PRX_JOIN_DISABLE) {
+        if (w) {
+            ap_proxy_set_wstatus(PROXY_WORKER_DISABLED_FLAG, 1, w);
+        }
+        return NULL;
+    }
+    if (!prx_balancer_manage) {
+        return "mod_proxy_balancer is not loaded: registered nodes join balancers through it";
+    }
+    if (!w) {
+        params = apr_table_make(r->pool, 4);
+        apr_table_setn(params, "b", rep->balancer);
+        apr_table_setn(params, "b_wyes", "1");
+        apr_table_setn(params, "b_nwrkr", rep->worker);
+        prx_balancer_manage(r, params);
+        w = ap_proxy_get_worker(r->pool, b, conf, rep->worker);
+        if (!w) {
+            return apr_psprintf(r->pool, "cannot add %s to %s: no free member slot (raise "
+                                "growth= of <Proxy %s> or BalancerGrowth)", rep->worker, bname, bname);
+        }
+    }
+    /* Route for sticky sessions, and enabled (balancer_manage adds members disabled). */
+    params = apr_table_make(r->pool, 4);
+    apr_table_setn(params, "b", rep->balancer);
+    apr_table_setn(params, "w", rep->worker);
+    apr_table_setn(params, "w_wr", rep->route);
+    apr_table_setn(params, "w_status_D", "0");
+    prx_balancer_manage(r, params);
+    if (w->s->status & PROXY_WORKER_DISABLED) {
+        return apr_psprintf(r->pool, "cannot enable %s in %s", rep->worker, bname);
+    }
+    /* Without a connection the member is put in error like any other; it
+     * comes back as soon as one arrives (prx_node_ready) or after 1 s. */
+    w->s->retry = apr_time_from_sec(1);
+    w->s->retry_set = 1;
+    prx_adopt_worker(w, rep->node);
+    return NULL;
+}
+
+static int prx_mcmp_handler(request_rec *r)
+{
+    prx_mcmp_reply rep;
+    char *body;
+    apr_size_t len = 0;
+    long long id = 0;
+    int rc;
+
+    if (!r->handler || strcmp(r->handler, "proxy-reversed-mcmp") != 0) {
+        return DECLINED;
+    }
+    /* Read the whole body (MCMP bodies are small). */
+    body = apr_palloc(r->pool, PRX_MCMP_MAX_BODY + 1);
+    if (ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) == OK && ap_should_client_block(r)) {
+        long n;
+        while ((n = ap_get_client_block(r, body + len, PRX_MCMP_MAX_BODY - len)) > 0) {
+            len += n;
+            if (len >= PRX_MCMP_MAX_BODY) {
+                break;
+            }
+        }
+        if (n < 0) {
+            len = 0;
+        }
+    }
+    body[len] = '\0';
+    if (ap_scoreboard_image) {
+        id = (long long)ap_scoreboard_image->global->restart_time;
+    }
+    prx_mcmp(r->method, r->uri, body, len, id, &rep);
+    if (rep.status == 200 && rep.join != PRX_JOIN_NONE) {
+        const char *why = prx_mcmp_join(r, &rep);
+        if (why) {
+            int node = rep.node, is_new = rep.join_new;
+            prx_mcmp_reply_free(&rep);
+            prx_mcmp_join_failed(node, is_new, why, &rep);
+        }
+    }
+    if (rep.status != 200) {
+        /* As mod_manager: HTTP 500 and the MCMP error in headers. */
+        r->status_line = "ERROR";
+        apr_table_set(r->err_headers_out, "Version", "0.2.1");
+        apr_table_set(r->err_headers_out, "Type", rep.err_type ? rep.err_type : "GENERAL");
+        apr_table_set(r->err_headers_out, "Mess", rep.err_mess ? rep.err_mess : "GENERAL: internal error");
+        prx_mcmp_reply_free(&rep);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    ap_set_content_type(r, "text/plain");
+    ap_set_content_length(r, rep.body_len);
+    if (rep.body_len && !r->header_only) {
+        ap_rwrite(rep.body, (int)rep.body_len, r);
+    }
+    prx_mcmp_reply_free(&rep);
+    rc = OK;
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
 /* Registration                                                        */
 /* ------------------------------------------------------------------ */
 
@@ -540,6 +739,8 @@ static void prx_register_hooks(apr_pool_t *p)
 #endif
     proxy_hook_scheme_handler(prx_scheme_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_handler(prx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(prx_mcmp_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    prx_cluster_register_hooks(p);
 }
 
 PRX_EXPORT module AP_MODULE_DECLARE_DATA proxy_reversed_module = {

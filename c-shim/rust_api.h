@@ -13,8 +13,9 @@
 /* Forgets every node: called from pre_config before each configuration read. */
 void prx_cfg_reset(void);
 
-/* One "ProxyReversed" directive. Returns 0, or -1 with a message in err. */
-int prx_cfg_node(int argc, const char *const *argv, char *err, size_t errlen);
+/* A directive taking a list of arguments ("ProxyReversed", "ProxyReversedMCMP",
+ * "ProxyReversedNodeSecret"), by name. Returns 0, or -1 with a message in err. */
+int prx_cfg_args(const char *name, int argc, const char *const *argv, char *err, size_t errlen);
 
 /* A server-wide directive (name as written). Returns 0, or -1 with a message in err. */
 int prx_cfg_global(const char *name, const char *value, char *err, size_t errlen);
@@ -38,8 +39,14 @@ void prx_pconf_cleanup(void);
 /* Index of the reversed node that owns this worker name, or -1. Any thread. */
 int prx_node_for_worker(const char *worker_name);
 
-/* Number of configured nodes. */
+/* Nodes the module may serve: ProxyReversed nodes plus the slots for nodes
+ * registered through MCMP. 0 means the module has nothing to do. */
 int prx_node_count(void);
+
+/* 1 if the worker URL points into a range where httpd itself listens for
+ * reversed connections (ProxyReversed ranges, the ProxyReversedMCMP range)
+ * although no node owns the worker: it must answer 503, never be dialled. */
+int prx_worker_reserved(const char *worker_name);
 
 /* --- in each child --- */
 
@@ -60,6 +67,49 @@ int prx_take_fd(int node, int nowait, int *wait_ms);
 
 /* A connection handed out by prx_take_fd was closed by mod_proxy. */
 void prx_fd_retired(int node);
+
+/* --- MCMP receiver (SetHandler proxy-reversed-mcmp) --- */
+
+/* What to do in mod_proxy_balancer after a request (prx_mcmp_reply.join). */
+#define PRX_JOIN_NONE 0
+#define PRX_JOIN_ADD 1      /* make `worker` a member of balancer://`balancer`, enabled, route `route` */
+#define PRX_JOIN_DISABLE 2  /* disable that member: the node was removed */
+
+typedef struct {
+    int status;          /* 200, or 500 with err_type and err_mess (MCMP error headers) */
+    char *body;          /* reply body, body_len bytes, NUL-terminated */
+    size_t body_len;
+    char *err_type;      /* "SYNTAX", "MEM" or "GENERAL" (status 500 only) */
+    char *err_mess;
+    int join;            /* PRX_JOIN_* */
+    int join_new;        /* the node was registered by this request */
+    int node;
+    char *balancer;      /* name without balancer:// */
+    char *worker;
+    char *route;
+} prx_mcmp_reply;
+
+/* Handles one MCMP request. id: the scoreboard's restart time (the id= of replies).
+ * Always fills *out (free with prx_mcmp_reply_free). Returns 0, -1 on an internal error. */
+int prx_mcmp(const char *method, const char *uri, const char *body, size_t len, long long id,
+             prx_mcmp_reply *out);
+
+/* The balancer member could not be made: undoes a new registration and
+ * fills *out (freed before) with the MCMP error to send. */
+void prx_mcmp_join_failed(int node, int is_new, const char *why, prx_mcmp_reply *out);
+
+void prx_mcmp_reply_free(prx_mcmp_reply *out);
+
+/* --- beside mod_cluster (mod_manager answers MCMP) --- */
+
+/* A whole MCMP request body that mod_manager read: a CONFIG with Reversed
+ * registers the node here too (no balancer join: mod_proxy_cluster makes the
+ * worker); REMOVE-APP of the whole node removes it; APP commands update
+ * contexts. Anything else is ignored. */
+void prx_cluster_observe(const char *method, const char *uri, const char *body, size_t len);
+
+/* Authenticated connections of a node, idle or in use, in all children. */
+int prx_node_connections(int node);
 
 /* Status page: a NUL-terminated text or JSON document (free with prx_string_free). */
 char *prx_status_render(int json, size_t *len);

@@ -14,11 +14,13 @@ use once_cell::sync::OnceCell;
 use crate::child::Child;
 use crate::config::{Builder, Config};
 use crate::log;
+use crate::registry::Registry;
 use crate::stats::{Table, MAX_NODES};
 
 struct Frozen {
     cfg: Arc<Config>,
     table: Option<Arc<Table>>,
+    registry: Option<Arc<Registry>>,
 }
 
 static BUILDER: Mutex<Option<Builder>> = Mutex::new(None);
@@ -39,12 +41,18 @@ fn with_builder<R>(f: impl FnOnce(&mut Builder) -> R) -> R {
     f(g.get_or_insert_with(Builder::default))
 }
 
-pub fn cfg_node(args: &[&str]) -> Result<(), String> {
-    with_builder(|b| {
-        if b.cfg.nodes.len() >= MAX_NODES {
-            return Err(format!("at most {MAX_NODES} reversed nodes can be declared"));
+/// A directive with a list of arguments, by its name.
+pub fn cfg_args(name: &str, args: &[&str]) -> Result<(), String> {
+    with_builder(|b| match name.to_ascii_lowercase().as_str() {
+        "proxyreversed" => {
+            if b.cfg.nodes.len() >= MAX_NODES {
+                return Err(format!("at most {MAX_NODES} reversed nodes can be declared"));
+            }
+            b.add_node(args).map_err(|e| e.to_string())
         }
-        b.add_node(args).map_err(|e| e.to_string())
+        "proxyreversedmcmp" => b.set_mcmp(args).map_err(|e| e.to_string()),
+        "proxyreversednodesecret" => b.add_node_secret(args).map_err(|e| e.to_string()),
+        _ => Err("unknown directive".into()),
     })
 }
 
@@ -82,7 +90,13 @@ pub fn post_config(server_limit: usize, max_children: usize, threads_per_child: 
             None
         }
     };
-    *lock(&FROZEN) = Some(Frozen { cfg, table });
+    let registry = match &cfg.mcmp {
+        Some(m) => Some(Arc::new(
+            Registry::new(m.nodes).map_err(|e| format!("cannot create the table of MCMP-registered nodes: {e}"))?,
+        )),
+        None => None,
+    };
+    *lock(&FROZEN) = Some(Frozen { cfg, table, registry });
     Ok(())
 }
 
@@ -92,7 +106,7 @@ pub fn pconf_cleanup() {
 
 pub fn node_for_worker(name: &str) -> Option<usize> {
     if let Some(c) = CHILD.get() {
-        return c.cfg.node_for_worker(name);
+        return c.node_for_worker(name);
     }
     if let Some(f) = lock(&FROZEN).as_ref() {
         return f.cfg.node_for_worker(name);
@@ -100,28 +114,32 @@ pub fn node_for_worker(name: &str) -> Option<usize> {
     with_builder(|b| b.cfg.node_for_worker(name))
 }
 
+/// Static nodes plus the slots for MCMP-registered ones: 0 means the module has nothing to do.
 pub fn node_count() -> usize {
+    fn total(c: &Config) -> usize {
+        c.nodes.len() + c.mcmp.as_ref().map_or(0, |m| m.nodes)
+    }
     if let Some(c) = CHILD.get() {
-        return c.cfg.nodes.len();
+        return c.node_count();
     }
     if let Some(f) = lock(&FROZEN).as_ref() {
-        return f.cfg.nodes.len();
+        return total(&f.cfg);
     }
-    with_builder(|b| b.cfg.nodes.len())
+    with_builder(|b| total(&b.cfg))
 }
 
 pub fn child_init() {
-    let (cfg, table) = match lock(&FROZEN).as_ref() {
-        Some(f) => (f.cfg.clone(), f.table.clone()),
+    let (cfg, table, registry) = match lock(&FROZEN).as_ref() {
+        Some(f) => (f.cfg.clone(), f.table.clone(), f.registry.clone()),
         None => {
             log::error("child_init before post_config: reversed nodes are not served in this child");
             return;
         }
     };
-    if cfg.nodes.is_empty() {
+    if cfg.nodes.is_empty() && registry.is_none() {
         return;
     }
-    match Child::start(cfg, table) {
+    match Child::start(cfg, table, registry) {
         Ok(c) => {
             let _ = CHILD.set(c);
         }
@@ -143,11 +161,12 @@ pub fn child_exit() {
 
 /// An idle authenticated connection for node `node`, and the node's wait time.
 pub fn take_fd(node: usize, nowait: bool) -> (Option<TcpStream>, Duration) {
-    match CHILD.get() {
-        Some(c) if node < c.cfg.nodes.len() => {
-            let wait = c.cfg.nodes[node].wait;
+    match CHILD.get().and_then(|c| c.desc(node).map(|d| (c, d))) {
+        Some((c, d)) if d.active => {
+            let wait = d.node.wait;
             (c.take(node, if nowait { Duration::ZERO } else { wait }), wait)
         }
+        // A removed node: no connection will come.
         _ => (None, Duration::ZERO),
     }
 }
@@ -171,3 +190,23 @@ pub fn status_render(json: bool) -> String {
     }
 }
 
+
+/// The child's state, for the MCMP receiver.
+pub fn child() -> Option<&'static Child> {
+    CHILD.get().copied()
+}
+
+pub fn registry() -> Option<Arc<Registry>> {
+    CHILD.get().and_then(|c| c.registry())
+}
+
+/// Whether a worker URL points at a port where httpd itself listens for
+/// reversed connections (see prx_worker_reserved).
+pub fn worker_reserved(name: &str) -> bool {
+    let Some(c) = CHILD.get() else { return false };
+    let Some((host, port)) = crate::config::worker_host_port(name) else { return false };
+    let inside = |r: &crate::config::PortRange| {
+        (r.addr.is_unspecified() || host.map_or(true, |h| h == r.addr)) && (r.first..=r.last).contains(&port)
+    };
+    c.cfg.nodes.iter().any(|n| inside(&n.range)) || c.cfg.mcmp.as_ref().is_some_and(|m| inside(&m.window))
+}

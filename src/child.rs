@@ -7,15 +7,16 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reversed_proto as proto;
 
-use crate::config::{Auth, Config, Node};
+use crate::config::{same_worker, Auth, Config, Node};
 use crate::ffi::{self, Epoll, EventFd, EV_IN, EV_RDHUP};
 use crate::log;
+use crate::registry::{self, Registry};
 use crate::stats::{NodeStats, Table};
 
 // epoll tokens: kind in the top byte, node in the next two, an id below.
@@ -37,6 +38,8 @@ fn token_node(t: u64) -> usize {
 /// How often the accept thread does its upkeep (re-binding, error-state refresh).
 const TICK: Duration = Duration::from_millis(500);
 const REBIND_EVERY: Duration = Duration::from_secs(1);
+/// How often the accept thread looks for nodes registered or removed through MCMP.
+const REGISTRY_POLL: Duration = Duration::from_millis(200);
 /// A gracefully stopping child keeps its listeners at least this long, and
 /// then while requests of its own wait for a connection (see `stopping`).
 const GRACEFUL_LINGER: Duration = Duration::from_millis(250);
@@ -49,6 +52,19 @@ struct Idle {
 struct NodeRt {
     idle: Mutex<VecDeque<Idle>>,
     cond: Condvar,
+    /// What the node is: fixed for ProxyReversed nodes, set from the shared
+    /// registry for nodes registered through MCMP.
+    desc: RwLock<Option<Desc>>,
+    /// The registry generation `desc` was last brought in line with.
+    seen_gen: std::sync::atomic::AtomicU32,
+}
+
+/// A node as this child knows it.
+#[derive(Clone)]
+pub struct Desc {
+    pub node: Arc<Node>,
+    /// False for a registered node that was removed: its worker answers 503.
+    pub active: bool,
 }
 
 /// Where the counters of this child live: the shared table, or a private copy.
@@ -60,6 +76,7 @@ enum StatsHome {
 pub struct Child {
     pub cfg: Arc<Config>,
     nodes: Vec<NodeRt>,
+    registry: Option<Arc<Registry>>,
     stats: StatsHome,
     epoll: Arc<Epoll>,
     wake: EventFd,
@@ -84,14 +101,22 @@ fn idle_is_alive(s: &TcpStream) -> bool {
 }
 
 impl Child {
-    pub fn start(cfg: Arc<Config>, table: Option<Arc<Table>>) -> io::Result<&'static Child> {
+    pub fn start(cfg: Arc<Config>, table: Option<Arc<Table>>, registry: Option<Arc<Registry>>) -> io::Result<&'static Child> {
         let pid = std::process::id() as i32;
         let stats = match table.and_then(|t| t.claim(pid).map(|slot| (t, slot))) {
             Some((table, slot)) => StatsHome::Shared { table, slot, pid },
             None => StatsHome::Private(Box::default()),
         };
         let child = Child {
-            nodes: cfg.nodes.iter().map(|_| NodeRt { idle: Mutex::new(VecDeque::new()), cond: Condvar::new() }).collect(),
+            nodes: (0..cfg.nodes.len() + registry.as_ref().map_or(0, |r| r.len()))
+                .map(|i| NodeRt {
+                    idle: Mutex::new(VecDeque::new()),
+                    cond: Condvar::new(),
+                    desc: RwLock::new(cfg.nodes.get(i).map(|n| Desc { node: Arc::new(n.clone()), active: true })),
+                    seen_gen: Default::default(),
+                })
+                .collect(),
+            registry,
             cfg,
             stats,
             epoll: Arc::new(Epoll::new()?),
@@ -105,8 +130,8 @@ impl Child {
         child.epoll.add(&child.wake, EV_IN, token(K_WAKE, 0, 0))?;
         // The child lives in a static for the rest of the process.
         let child: &'static Child = Box::leak(Box::new(child));
-        let listeners: Vec<Option<TcpListener>> =
-            (0..child.cfg.nodes.len()).map(|i| child.bind(i, true)).collect();
+        child.refresh();
+        let listeners: Vec<Option<TcpListener>> = (0..child.nodes.len()).map(|i| child.bind(i, true)).collect();
         let handle = ffi::with_signals_blocked(|| {
             std::thread::Builder::new().name("proxy-reversed".into()).spawn(move || {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -128,9 +153,89 @@ impl Child {
         }
     }
 
+    pub fn desc(&self, i: usize) -> Option<Desc> {
+        self.nodes.get(i)?.desc.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The node, if it is one this child serves now.
+    fn active(&self, i: usize) -> Option<Arc<Node>> {
+        self.desc(i).filter(|d| d.active).map(|d| d.node)
+    }
+
+    pub fn registry(&self) -> Option<Arc<Registry>> {
+        self.registry.clone()
+    }
+
+    /// Index of the first registered node (after the ProxyReversed ones).
+    pub fn registered_base(&self) -> usize {
+        self.cfg.nodes.len()
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The node whose worker this is. Registered nodes match also once removed
+    /// (they answer 503 rather than letting mod_proxy dial the address).
+    pub fn node_for_worker(&self, name: &str) -> Option<usize> {
+        if let Some(i) = self.cfg.node_for_worker(name) {
+            return Some(i);
+        }
+        let find = || {
+            (self.cfg.nodes.len()..self.nodes.len())
+                .find(|&i| self.desc(i).is_some_and(|d| same_worker(&d.node.worker_url, name)))
+        };
+        find().or_else(|| {
+            // Registered a moment ago, before the accept thread looked.
+            if self.registry.is_some() && self.refresh() {
+                find()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Brings the registered nodes' descriptions in line with the shared
+    /// registry. True if any changed. (Listeners follow in the accept thread.)
+    pub fn refresh(&self) -> bool {
+        let Some(reg) = &self.registry else { return false };
+        let base = self.cfg.nodes.len();
+        let gens = reg.gens();
+        let mut changed = false;
+        for (j, g) in gens.iter().enumerate() {
+            let i = base + j;
+            if self.nodes[i].seen_gen.load(SeqCst) == *g {
+                continue;
+            }
+            let new = reg.get(j).and_then(|e| self.describe(&e));
+            *self.nodes[i].desc.write().unwrap_or_else(|e| e.into_inner()) = new;
+            self.nodes[i].seen_gen.store(*g, SeqCst);
+            changed = true;
+        }
+        changed
+    }
+
+    /// The node of a registry entry, with the secret and limits of this configuration.
+    fn describe(&self, e: &registry::Entry) -> Option<Desc> {
+        let m = self.cfg.mcmp.as_ref()?;
+        let secret = self.cfg.secret_for_route(&e.route)?.to_vec();
+        let node = Node {
+            name: e.route.clone(),
+            worker_url: e.worker_url(),
+            range: crate::config::PortRange { addr: e.addr, first: e.port, last: e.last_port() },
+            auth: Auth::Hmac,
+            secret,
+            allow: m.allow.clone(),
+            wait: m.wait,
+            max_idle: m.max_idle,
+        };
+        Some(Desc { node: Arc::new(node), active: e.state == registry::ACTIVE })
+    }
+
     /// Binds the first free port of the node's range.
     fn bind(&self, i: usize, first_time: bool) -> Option<TcpListener> {
-        let node = &self.cfg.nodes[i];
+        let node = self.active(i)?;
+        let node = &*node;
         let mut last_err = None;
         for port in node.range.first..=node.range.last {
             match TcpListener::bind(node.range.socket_addr(port)) {
@@ -185,7 +290,7 @@ impl Child {
                     return Some(c.stream);
                 }
                 NodeStats::inc(&st.retired);
-                log::debug(|| format!("node '{}': discarded an idle connection the dialer had closed", self.cfg.nodes[i].name));
+                log::debug(|| format!("node {}: discarded an idle connection the dialer had closed", self.name(i)));
             }
             if self.stop.load(Relaxed) {
                 return None;
@@ -198,6 +303,10 @@ impl Child {
             q = rt.cond.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
             self.waiting.fetch_sub(1, SeqCst);
         }
+    }
+
+    fn name(&self, i: usize) -> String {
+        self.desc(i).map(|d| format!("'{}'", d.node.name)).unwrap_or_else(|| format!("#{i}"))
     }
 
     pub fn retired(&self, i: usize) {
@@ -235,7 +344,7 @@ impl Child {
     /// Whether a pending graceful stop may close the listeners now.
     fn graceful_close_due(&self, now: Instant) -> bool {
         let Some(since) = *lock(&self.graceful_since) else { return false };
-        let longest = self.cfg.nodes.iter().map(|n| n.wait).max().unwrap_or_default();
+        let longest = (0..self.nodes.len()).filter_map(|i| self.desc(i)).map(|d| d.node.wait).max().unwrap_or_default();
         let waited = now.saturating_duration_since(since);
         waited >= GRACEFUL_LINGER + longest || (waited >= GRACEFUL_LINGER && self.waiting.load(SeqCst) == 0)
     }
@@ -262,14 +371,81 @@ impl Child {
         }
     }
 
-    pub fn render(&self, json: bool) -> String {
+    /// The stats slots of every live child (or just this one without a shared table).
+    fn with_children<R>(&self, f: impl FnOnce(&[&crate::stats::Slot]) -> R) -> R {
         match &self.stats {
-            StatsHome::Shared { table, .. } => table.render(&self.cfg, json),
+            StatsHome::Shared { table, .. } => f(&table.live()),
             StatsHome::Private(s) => {
                 s.pid.store(std::process::id() as i32, Relaxed);
-                crate::stats::render(&self.cfg, &[&**s], json)
+                f(&[&**s])
             }
         }
+    }
+
+    /// Authenticated connections of node `i`, idle or in use, in all children.
+    pub fn connections(&self, i: usize) -> i64 {
+        self.with_children(|c| crate::stats::connections(c, i))
+    }
+
+    pub fn render(&self, json: bool) -> String {
+        let nodes: Vec<Option<Arc<Node>>> = (0..self.nodes.len()).map(|i| self.active(i)).collect();
+        let extra = self.render_registered(json);
+        self.with_children(|c| crate::stats::render(&nodes, c, json, &extra))
+    }
+
+    /// The nodes registered through MCMP, with their contexts.
+    fn render_registered(&self, json: bool) -> String {
+        use crate::stats::json_str;
+        let Some(reg) = &self.registry else { return String::new() };
+        let base = self.cfg.nodes.len();
+        let entries: Vec<(usize, registry::Entry)> =
+            reg.entries().into_iter().filter(|(_, e)| e.state == registry::ACTIVE).collect();
+        let mut out = String::new();
+        if json {
+            out.push_str(",\"registered\":[");
+            for (k, (j, e)) in entries.iter().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                let apps: Vec<String> = e
+                    .apps
+                    .list
+                    .iter()
+                    .map(|(st, al, ctx)| {
+                        let al: Vec<String> = al.iter().map(|a| json_str(a)).collect();
+                        format!("{{\"context\":{},\"state\":\"{}\",\"aliases\":[{}]}}", json_str(ctx), st.as_str(), al.join(","))
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "{{\"node\":{},\"balancer\":{},\"worker\":{},\"range\":\"{}\",\"load\":{},\"connections\":{},\"contexts\":[{}]}}",
+                    json_str(&e.route),
+                    json_str(&e.balancer),
+                    json_str(&e.worker_url()),
+                    crate::config::PortRange { addr: e.addr, first: e.port, last: e.last_port() },
+                    e.load,
+                    self.connections(base + j),
+                    apps.join(",")
+                ));
+            }
+            out.push(']');
+        } else if !entries.is_empty() {
+            out.push_str(&format!("registered through MCMP: {} nodes\n", entries.len()));
+            for (j, e) in &entries {
+                out.push_str(&format!(
+                    "node={} balancer={} worker={} range={} load={} connections={}\n",
+                    e.route,
+                    e.balancer,
+                    e.worker_url(),
+                    crate::config::PortRange { addr: e.addr, first: e.port, last: e.last_port() },
+                    e.load,
+                    self.connections(base + j)
+                ));
+                for (st, al, ctx) in &e.apps.list {
+                    out.push_str(&format!("  context={} state={} aliases={}\n", ctx, st.as_str(), al.join(",")));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -301,6 +477,9 @@ struct AcceptLoop {
     last_rebind: Instant,
     last_flood_log: Option<Instant>,
     paused: bool,
+    /// Per node: the registry generation its listener was set up for.
+    bound_gen: Vec<u32>,
+    last_poll: Instant,
 }
 
 impl AcceptLoop {
@@ -313,6 +492,8 @@ impl AcceptLoop {
             last_rebind: Instant::now(),
             last_flood_log: None,
             paused: false,
+            bound_gen: child.nodes.iter().map(|n| n.seen_gen.load(SeqCst)).collect(),
+            last_poll: Instant::now(),
         }
     }
 
@@ -329,7 +510,7 @@ impl AcceptLoop {
                         self.child.epoll.delete(&l);
                     }
                 }
-                for i in 0..self.child.cfg.nodes.len() {
+                for i in 0..self.child.nodes.len() {
                     self.child.stats(i).bound.store(0, Relaxed);
                 }
             }
@@ -338,6 +519,9 @@ impl AcceptLoop {
             }
             let now = Instant::now();
             let mut until = next_tick;
+            if self.child.registry.is_some() {
+                until = until.min(self.last_poll + REGISTRY_POLL);
+            }
             if lock(&self.child.graceful_since).is_some() && !self.child.close_listeners.load(SeqCst) {
                 // A graceful stop is pending: look again soon.
                 until = until.min(now + Duration::from_millis(50));
@@ -361,6 +545,10 @@ impl AcceptLoop {
             let now = Instant::now();
             self.expire(now);
             self.resume_if_room();
+            if self.child.registry.is_some() && now >= self.last_poll + REGISTRY_POLL {
+                self.last_poll = now;
+                self.follow_registry();
+            }
             if now >= next_tick {
                 next_tick = now + TICK;
                 self.upkeep(now);
@@ -368,6 +556,54 @@ impl AcceptLoop {
         }
         for (_, s) in self.shakes.drain() {
             self.child.epoll.delete(&s.stream);
+        }
+    }
+
+    /// Opens, re-opens or closes the listeners of registered nodes whose
+    /// registration changed. A node that goes away loses its listener, its
+    /// handshakes and its idle connections; connections in use finish.
+    fn follow_registry(&mut self) {
+        self.child.refresh();
+        for i in self.child.cfg.nodes.len()..self.child.nodes.len() {
+            let gen = self.child.nodes[i].seen_gen.load(SeqCst);
+            if self.bound_gen[i] == gen {
+                continue;
+            }
+            self.bound_gen[i] = gen;
+            if let Some(l) = self.listeners[i].take() {
+                self.child.epoll.delete(&l);
+            }
+            let doomed: Vec<u64> = self.shakes.iter().filter(|(_, s)| s.node == i).map(|(t, _)| *t).collect();
+            for t in doomed {
+                if let Some(s) = self.shakes.remove(&t) {
+                    self.child.epoll.delete(&s.stream);
+                }
+            }
+            let drained: Vec<Idle> = lock(&self.child.nodes[i].idle).drain(..).collect();
+            for c in &drained {
+                self.child.epoll.delete(&c.stream);
+            }
+            let st = self.child.stats(i);
+            for c in [&st.accepted, &st.rejected, &st.retired] {
+                c.store(0, Relaxed);
+            }
+            st.idle.store(0, Relaxed);
+            st.bound.store(0, Relaxed);
+            st.port.store(0, Relaxed);
+            drop(drained);
+            self.child.nodes[i].cond.notify_all();
+            match self.child.desc(i) {
+                Some(d) if d.active => {
+                    if !self.child.close_listeners.load(SeqCst) {
+                        self.listeners[i] = self.child.bind(i, true);
+                        if let (true, Some(l)) = (self.paused, &self.listeners[i]) {
+                            self.child.epoll.delete(l);
+                        }
+                    }
+                }
+                Some(d) => log::info(|| format!("node '{}' was removed: child {} closed its listener", d.node.name, std::process::id())),
+                None => {}
+            }
         }
     }
 
@@ -440,7 +676,7 @@ impl AcceptLoop {
                 Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
                     // Out of descriptors and the like: try again on the next event.
-                    log::warn(&format!("node '{}': accept failed: {e}", self.child.cfg.nodes[i].name));
+                    log::warn(&format!("node {}: accept failed: {e}", self.child.name(i)));
                     return;
                 }
             }
@@ -449,11 +685,11 @@ impl AcceptLoop {
 
     fn reject(&self, i: usize, peer: SocketAddr, why: &str) {
         NodeStats::inc(&self.child.stats(i).rejected);
-        log::info(|| format!("node '{}': rejected dialer {peer}: {why}", self.child.cfg.nodes[i].name));
+        log::info(|| format!("node {}: rejected dialer {peer}: {why}", self.child.name(i)));
     }
 
     fn admit(&mut self, i: usize, stream: TcpStream, peer: SocketAddr) {
-        let node = &self.child.cfg.nodes[i];
+        let Some(node) = self.child.active(i) else { return };
         if !node.allows(peer.ip()) {
             self.reject(i, peer, "source address not in allow=");
             return;
@@ -525,7 +761,10 @@ impl AcceptLoop {
 
     /// Reads what has arrived and advances the handshake.
     fn step(&self, s: &mut Shake) -> Outcome {
-        let node: &Node = &self.child.cfg.nodes[s.node];
+        let Some(node) = self.child.active(s.node) else {
+            return Outcome::Rejected("the node was removed".into());
+        };
+        let node: &Node = &node;
         let mut tmp = [0u8; 256];
         loop {
             match s.stream.read(&mut tmp) {
@@ -613,7 +852,7 @@ impl AcceptLoop {
         let st = self.child.stats(i);
         {
             let mut q = lock(&rt.idle);
-            if q.len() >= self.child.cfg.nodes[i].max_idle {
+            if self.child.active(i).map_or(true, |n| q.len() >= n.max_idle) {
                 self.child.epoll.delete(&stream);
                 return Err("the idle pool is full (maxidle)".into());
             }
@@ -623,7 +862,7 @@ impl AcceptLoop {
         NodeStats::inc(&st.accepted);
         rt.cond.notify_one();
         ffi::node_ready(i);
-        log::debug(|| format!("node '{}': accepted a connection from {peer}", self.child.cfg.nodes[i].name));
+        log::debug(|| format!("node {}: accepted a connection from {peer}", self.child.name(i)));
         Ok(())
     }
 
@@ -648,8 +887,8 @@ impl AcceptLoop {
             NodeStats::inc(&st.retired);
             log::debug(|| {
                 format!(
-                    "node '{}': idle connection from {} closed or spoke out of turn; retired",
-                    self.child.cfg.nodes[i].name,
+                    "node {}: idle connection from {} closed or spoke out of turn; retired",
+                    self.child.name(i),
                     c.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default()
                 )
             });

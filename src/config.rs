@@ -14,6 +14,8 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_IDLE: usize = 32;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
+/// Registered nodes one ProxyReversedMCMP may hold at once.
+pub const MAX_MCMP_NODES: usize = 48;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -203,10 +205,135 @@ impl Node {
     }
 }
 
+/// The address (None for a host name) and port of a worker URL `scheme://host:port/...`.
+pub fn worker_host_port(url: &str) -> Option<(Option<IpAddr>, u16)> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let (host, port) = authority.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.parse().ok(), port))
+}
+
 /// Worker names compare as mod_proxy writes them: case-insensitively, and
 /// without trailing slashes (`ajp://h:1/` and `ajp://h:1` name one worker).
 pub fn same_worker(a: &str, b: &str) -> bool {
     a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'))
+}
+
+const NODE_KEYS: &str = "secret, auth, allow, wait, maxidle";
+const MCMP_KEYS: &str = "ports, balancer, secret, allow, wait, maxidle, nodes";
+
+pub const DEFAULT_MCMP_PORTS: u16 = 10;
+pub const DEFAULT_MCMP_BALANCER: &str = "mycluster";
+pub const DEFAULT_MCMP_NODES: usize = 16;
+
+/// `key=value`, with httpd's quotes around the value removed.
+fn split_kv<'a>(kv: &'a str, keys: &str) -> Result<(String, &'a str), ConfigError> {
+    let Some((k, v)) = kv.split_once('=') else {
+        return err(format!("'{kv}' is not a key=value parameter (keys: {keys})"));
+    };
+    // httpd keeps quotes that do not start a word: key="a value".
+    let v = v
+        .strip_prefix('"')
+        .and_then(|x| x.strip_suffix('"'))
+        .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
+        .unwrap_or(v);
+    Ok((k.to_ascii_lowercase(), v))
+}
+
+fn load_secret(file: &str) -> Result<Vec<u8>, ConfigError> {
+    reversed_proto::load_secret(Path::new(file)).map_err(ConfigError::Msg)
+}
+
+/// The per-node options that `ProxyReversed` and `ProxyReversedMCMP` share.
+struct NodeOptions {
+    secret_file: Option<String>,
+    auth: Option<Auth>,
+    allow: Vec<Net>,
+    wait: Duration,
+    max_idle: usize,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        NodeOptions { secret_file: None, auth: None, allow: Vec::new(), wait: DEFAULT_WAIT, max_idle: DEFAULT_MAX_IDLE }
+    }
+}
+
+impl NodeOptions {
+    /// Takes one option; false if the key is not one of them.
+    fn take(&mut self, k: &str, v: &str) -> Result<bool, ConfigError> {
+        match k {
+            "secret" => self.secret_file = Some(v.to_string()),
+            "auth" => {
+                self.auth = Some(match v.to_ascii_lowercase().as_str() {
+                    "hmac" => Auth::Hmac,
+                    "none" => Auth::None,
+                    _ => return err(format!("auth={v}: use auth=hmac (the default) or auth=none")),
+                })
+            }
+            "allow" => {
+                for n in v.split(',').filter(|s| !s.is_empty()) {
+                    self.allow.push(Net::parse(n).map_err(|e| ConfigError::Msg(format!("allow: {e}")))?);
+                }
+                if self.allow.is_empty() {
+                    return err("allow= needs at least one address or network");
+                }
+            }
+            "wait" => self.wait = parse_duration(v).map_err(|e| ConfigError::Msg(format!("wait: {e}")))?,
+            "maxidle" => {
+                self.max_idle = match v.parse::<usize>() {
+                    Ok(n) if (1..=100_000).contains(&n) => n,
+                    _ => return err(format!("maxidle={v}: expected a number from 1 to 100000")),
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// `ProxyReversedMCMP`: nodes that register at run time through MCMP.
+#[derive(Clone)]
+pub struct McmpCfg {
+    /// Where registered nodes may listen: each node's range must lie inside.
+    pub window: PortRange,
+    /// Ports per registered node: `Port` .. `Port + ports - 1`.
+    pub ports: u16,
+    pub balancer: String,
+    /// Default secret of registered nodes (never printed).
+    pub secret: Option<Vec<u8>>,
+    pub allow: Vec<Net>,
+    pub wait: Duration,
+    pub max_idle: usize,
+    /// How many registered nodes can exist at once.
+    pub nodes: usize,
+}
+
+impl std::fmt::Debug for McmpCfg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McmpCfg")
+            .field("window", &self.window.to_string())
+            .field("ports", &self.ports)
+            .field("balancer", &self.balancer)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .field("nodes", &self.nodes)
+            .finish()
+    }
+}
+
+/// A per-node secret for registered nodes (`ProxyReversedNodeSecret`).
+#[derive(Clone)]
+pub struct NodeSecret {
+    pub route: String,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for NodeSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeSecret({}, <hidden>)", self.route)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -214,9 +341,19 @@ pub struct Config {
     pub nodes: Vec<Node>,
     pub handshake_timeout: Duration,
     pub max_handshakes: usize,
+    pub mcmp: Option<McmpCfg>,
+    pub node_secrets: Vec<NodeSecret>,
 }
 
 impl Config {
+    /// The secret a registered node must prove, if the operator gave one.
+    pub fn secret_for_route(&self, route: &str) -> Option<&[u8]> {
+        if let Some(s) = self.node_secrets.iter().find(|s| s.route == route) {
+            return Some(&s.secret);
+        }
+        self.mcmp.as_ref().and_then(|m| m.secret.as_deref())
+    }
+
     pub fn node_for_worker(&self, worker_name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| same_worker(&n.worker_url, worker_name))
     }
@@ -236,6 +373,8 @@ impl Default for Builder {
                 nodes: Vec::new(),
                 handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
                 max_handshakes: DEFAULT_MAX_HANDSHAKES,
+                mcmp: None,
+                node_secrets: Vec::new(),
             },
             seen_workers: Vec::new(),
         }
@@ -276,53 +415,16 @@ impl Builder {
                 other.range, other.name
             ));
         }
-        let mut secret_file: Option<&str> = None;
-        let mut auth: Option<Auth> = None;
-        let mut allow = Vec::new();
-        let mut wait = DEFAULT_WAIT;
-        let mut max_idle = DEFAULT_MAX_IDLE;
+        let mut o = NodeOptions::default();
         for kv in &args[3..] {
-            let Some((k, v)) = kv.split_once('=') else {
-                return err(format!("'{kv}' is not a key=value parameter (keys: secret, auth, allow, wait, maxidle)"));
-            };
-            // httpd keeps quotes that do not start a word: key="a value".
-            let v = v
-                .strip_prefix('"')
-                .and_then(|x| x.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')))
-                .unwrap_or(v);
-            match k.to_ascii_lowercase().as_str() {
-                "secret" => secret_file = Some(v),
-                "auth" => {
-                    auth = Some(match v.to_ascii_lowercase().as_str() {
-                        "hmac" => Auth::Hmac,
-                        "none" => Auth::None,
-                        _ => return err(format!("auth={v}: use auth=hmac (the default) or auth=none")),
-                    })
-                }
-                "allow" => {
-                    for n in v.split(',').filter(|s| !s.is_empty()) {
-                        allow.push(Net::parse(n).map_err(|e| ConfigError::Msg(format!("allow: {e}")))?);
-                    }
-                    if allow.is_empty() {
-                        return err("allow= needs at least one address or network");
-                    }
-                }
-                "wait" => wait = parse_duration(v).map_err(|e| ConfigError::Msg(format!("wait: {e}")))?,
-                "maxidle" => {
-                    max_idle = match v.parse::<usize>() {
-                        Ok(n) if (1..=100_000).contains(&n) => n,
-                        _ => return err(format!("maxidle={v}: expected a number from 1 to 100000")),
-                    }
-                }
-                _ => {
-                    return err(format!("unknown parameter '{k}' (keys: secret, auth, allow, wait, maxidle)"));
-                }
+            let (k, v) = split_kv(kv, NODE_KEYS)?;
+            if !o.take(&k, v)? {
+                return err(format!("unknown parameter '{k}' (keys: {NODE_KEYS})"));
             }
         }
-        let auth = auth.unwrap_or(Auth::Hmac);
-        let secret = match (auth, secret_file) {
-            (Auth::Hmac, Some(f)) => reversed_proto::load_secret(Path::new(f)).map_err(ConfigError::Msg)?,
+        let auth = o.auth.unwrap_or(Auth::Hmac);
+        let secret = match (auth, o.secret_file) {
+            (Auth::Hmac, Some(f)) => load_secret(&f)?,
             (Auth::Hmac, None) => {
                 return err(if range.addr.is_loopback() {
                     format!("node '{name}' has no secret=<file>: dialers must authenticate (or opt out explicitly with auth=none)")
@@ -336,6 +438,7 @@ impl Builder {
             (Auth::None, Some(_)) => return err("secret= and auth=none contradict each other"),
             (Auth::None, None) => Vec::new(),
         };
+        let (allow, wait, max_idle) = (o.allow, o.wait, o.max_idle);
         self.cfg.nodes.push(Node {
             name: name.to_string(),
             worker_url: worker_url.to_string(),
@@ -347,6 +450,79 @@ impl Builder {
             max_idle,
         });
         self.seen_workers.push(false);
+        Ok(())
+    }
+
+    /// `ProxyReversedMCMP <addr>:<first>-<last> [key=value ...]`
+    pub fn set_mcmp(&mut self, args: &[&str]) -> Result<(), ConfigError> {
+        if self.cfg.mcmp.is_some() {
+            return err("may appear only once");
+        }
+        let Some(first) = args.first() else {
+            return err(format!("expects <listen-address>:<first>-<last> [key=value ...] (keys: {MCMP_KEYS})"));
+        };
+        let window = PortRange::parse(first).map_err(ConfigError::Msg)?;
+        let mut o = NodeOptions::default();
+        let (mut ports, mut balancer, mut nodes) = (DEFAULT_MCMP_PORTS, DEFAULT_MCMP_BALANCER.to_string(), DEFAULT_MCMP_NODES);
+        for kv in &args[1..] {
+            let (k, v) = split_kv(kv, MCMP_KEYS)?;
+            match k.as_str() {
+                "ports" => {
+                    ports = match v.parse::<u16>() {
+                        Ok(n) if n >= 1 && (n as usize) <= window.len() => n,
+                        _ => return err(format!("ports={v}: expected a number from 1 to {} (the size of {window})", window.len())),
+                    }
+                }
+                "balancer" => {
+                    if v.is_empty() || v.len() >= 40 || !v.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
+                        return err(format!("balancer={v}: use 1 to 39 characters of A-Z a-z 0-9 . _ - (the name after balancer://)"));
+                    }
+                    balancer = v.to_string();
+                }
+                "nodes" => {
+                    nodes = match v.parse::<usize>() {
+                        Ok(n) if (1..=MAX_MCMP_NODES).contains(&n) => n,
+                        _ => return err(format!("nodes={v}: expected a number from 1 to {MAX_MCMP_NODES}")),
+                    }
+                }
+                "auth" => return err("registered nodes always authenticate: auth= is not accepted here"),
+                _ => {
+                    if !o.take(&k, v)? {
+                        return err(format!("unknown parameter '{k}' (keys: {MCMP_KEYS})"));
+                    }
+                }
+            }
+        }
+        let secret = o.secret_file.as_deref().map(load_secret).transpose()?;
+        self.cfg.mcmp = Some(McmpCfg {
+            window,
+            ports,
+            balancer,
+            secret,
+            allow: o.allow,
+            wait: o.wait,
+            max_idle: o.max_idle,
+            nodes,
+        });
+        Ok(())
+    }
+
+    /// `ProxyReversedNodeSecret <JVMRoute> <file>`
+    pub fn add_node_secret(&mut self, args: &[&str]) -> Result<(), ConfigError> {
+        let [route, file] = args else {
+            return err("expects <JVMRoute> <secret-file>");
+        };
+        if !reversed_proto::valid_node(route.as_bytes()) {
+            return err(format!(
+                "'{route}' is not a usable JVMRoute: use 1 to {} characters of A-Z a-z 0-9 . _ -",
+                reversed_proto::MAX_NODE_LEN
+            ));
+        }
+        if self.cfg.node_secrets.iter().any(|s| s.route == *route) {
+            return err(format!("JVMRoute '{route}' has a secret already"));
+        }
+        let secret = load_secret(file)?;
+        self.cfg.node_secrets.push(NodeSecret { route: route.to_string(), secret });
         Ok(())
     }
 
@@ -374,6 +550,24 @@ impl Builder {
 
     /// After every worker was reported: each node must carry an existing worker.
     pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(m) = &self.cfg.mcmp {
+            if let Some(n) = self.cfg.nodes.iter().find(|n| n.range.overlaps(&m.window)) {
+                return err(format!(
+                    "the ProxyReversedMCMP range {} overlaps the range {} of node '{}'",
+                    m.window, n.range, n.name
+                ));
+            }
+            if self.cfg.nodes.len() + m.nodes > crate::stats::MAX_NODES {
+                return err(format!(
+                    "{} ProxyReversed nodes and nodes={} of ProxyReversedMCMP exceed the limit of {} nodes",
+                    self.cfg.nodes.len(),
+                    m.nodes,
+                    crate::stats::MAX_NODES
+                ));
+            }
+        } else if !self.cfg.node_secrets.is_empty() {
+            return err("ProxyReversedNodeSecret is set but ProxyReversedMCMP is not: nothing can register");
+        }
         for (n, seen) in self.cfg.nodes.iter().zip(&self.seen_workers) {
             if !seen {
                 return err(format!(

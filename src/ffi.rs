@@ -113,8 +113,15 @@ pub extern "C" fn prx_cfg_reset() {
 }
 
 #[no_mangle]
-pub extern "C" fn prx_cfg_node(argc: c_int, argv: *const *const c_char, err: *mut c_char, errlen: usize) -> c_int {
+pub extern "C" fn prx_cfg_args(
+    name: *const c_char,
+    argc: c_int,
+    argv: *const *const c_char,
+    err: *mut c_char,
+    errlen: usize,
+) -> c_int {
     guard(-1, || {
+        let Some(name) = str_arg(name) else { return -1 };
         let mut args = Vec::new();
         for i in 0..argc.max(0) as usize {
             // SAFETY: httpd's TAKE_ARGV hands argc valid string pointers.
@@ -124,7 +131,7 @@ pub extern "C" fn prx_cfg_node(argc: c_int, argv: *const *const c_char, err: *mu
                 None => return result_to_c(Err("arguments must be valid UTF-8".into()), err, errlen),
             }
         }
-        result_to_c(api::cfg_node(&args), err, errlen)
+        result_to_c(api::cfg_args(name, &args), err, errlen)
     })
 }
 
@@ -178,6 +185,11 @@ pub extern "C" fn prx_node_for_worker(name: *const c_char) -> c_int {
         Some(i) => i as c_int,
         None => -1,
     })
+}
+
+#[no_mangle]
+pub extern "C" fn prx_worker_reserved(name: *const c_char) -> c_int {
+    guard(1, || str_arg(name).is_some_and(api::worker_reserved) as c_int)
 }
 
 #[no_mangle]
@@ -246,6 +258,151 @@ pub extern "C" fn prx_string_free(s: *mut c_char) {
         if !s.is_null() {
             // SAFETY: `s` came from CString::into_raw in prx_status_render and is freed once.
             drop(unsafe { std::ffi::CString::from_raw(s) });
+        }
+    })
+}
+
+/// The reply of the MCMP receiver, as c-shim/rust_api.h declares it. Every
+/// string is NUL-terminated and owned by Rust until prx_mcmp_reply_free.
+#[repr(C)]
+pub struct McmpReplyC {
+    status: c_int,
+    body: *mut c_char,
+    body_len: usize,
+    err_type: *mut c_char,
+    err_mess: *mut c_char,
+    join: c_int,
+    join_new: c_int,
+    node: c_int,
+    balancer: *mut c_char,
+    worker: *mut c_char,
+    route: *mut c_char,
+}
+
+fn c_string(s: &str) -> *mut c_char {
+    std::ffi::CString::new(s.replace('\0', "")).unwrap_or_default().into_raw()
+}
+
+fn free_c_string(p: &mut *mut c_char) {
+    if !p.is_null() {
+        // SAFETY: every non-null string of McmpReplyC came from c_string (CString::into_raw) and is freed once: the field is nulled here.
+        drop(unsafe { std::ffi::CString::from_raw(*p) });
+        *p = std::ptr::null_mut();
+    }
+}
+
+fn fill_reply(out: &mut McmpReplyC, r: crate::mcmp::Reply) {
+    use crate::mcmp::Join;
+    out.status = r.status as c_int;
+    out.body_len = r.body.len();
+    out.body = c_string(&r.body);
+    if let Some(e) = &r.error {
+        out.err_type = c_string(e.kind.as_str());
+        out.err_mess = c_string(&e.mess);
+    }
+    let (join, node, new, b, w, rt) = match &r.join {
+        Join::None => (0, -1, false, "", "", ""),
+        Join::Add { node, new, balancer, worker, route } => (1, *node as c_int, *new, balancer.as_str(), worker.as_str(), route.as_str()),
+        Join::Disable { node, balancer, worker, route } => (2, *node as c_int, false, balancer.as_str(), worker.as_str(), route.as_str()),
+    };
+    out.join = join;
+    out.node = node;
+    out.join_new = new as c_int;
+    out.balancer = c_string(b);
+    out.worker = c_string(w);
+    out.route = c_string(rt);
+}
+
+fn empty_reply() -> McmpReplyC {
+    McmpReplyC {
+        status: 500,
+        body: std::ptr::null_mut(),
+        body_len: 0,
+        err_type: std::ptr::null_mut(),
+        err_mess: std::ptr::null_mut(),
+        join: 0,
+        join_new: 0,
+        node: -1,
+        balancer: std::ptr::null_mut(),
+        worker: std::ptr::null_mut(),
+        route: std::ptr::null_mut(),
+    }
+}
+
+/// One MCMP request: method, URI, body. Fills `out` (free with prx_mcmp_reply_free).
+#[no_mangle]
+pub extern "C" fn prx_mcmp(
+    method: *const c_char,
+    uri: *const c_char,
+    body: *const c_char,
+    len: usize,
+    id: i64,
+    out: *mut McmpReplyC,
+) -> c_int {
+    if out.is_null() {
+        return -1;
+    }
+    // SAFETY: the shim passes a pointer to its own (uninitialised) local reply struct.
+    let out = unsafe { &mut *out };
+    *out = empty_reply();
+    guard(-1, || {
+        let body: &[u8] = if body.is_null() || len == 0 {
+            &[]
+        } else {
+            // SAFETY: the shim passes the `len` bytes it read into a buffer that outlives the call.
+            unsafe { std::slice::from_raw_parts(body as *const u8, len) }
+        };
+        let r = crate::mcmp::handle(str_arg(method).unwrap_or(""), str_arg(uri).unwrap_or(""), body, id);
+        fill_reply(out, r);
+        0
+    })
+}
+
+/// Joining the balancer failed: undoes a new registration and makes `out` the error reply.
+#[no_mangle]
+pub extern "C" fn prx_mcmp_join_failed(node: c_int, is_new: c_int, why: *const c_char, out: *mut McmpReplyC) {
+    if out.is_null() {
+        return;
+    }
+    // SAFETY: the shim passes its reply struct, already emptied by prx_mcmp_reply_free.
+    let out = unsafe { &mut *out };
+    *out = empty_reply();
+    guard((), || {
+        let r = crate::mcmp::join_failed(node.max(0) as usize, is_new != 0, str_arg(why).unwrap_or("cannot add the node to its balancer"));
+        fill_reply(out, r);
+    })
+}
+
+/// Beside mod_manager: a body it read (see mcmp::observe).
+#[no_mangle]
+pub extern "C" fn prx_cluster_observe(method: *const c_char, uri: *const c_char, body: *const c_char, len: usize) {
+    guard((), || {
+        let body: &[u8] = if body.is_null() || len == 0 {
+            &[]
+        } else {
+            // SAFETY: the shim passes `len` bytes it copied into a buffer that outlives the call.
+            unsafe { std::slice::from_raw_parts(body as *const u8, len) }
+        };
+        crate::mcmp::observe(str_arg(method).unwrap_or(""), str_arg(uri).unwrap_or(""), body)
+    })
+}
+
+/// Authenticated connections of node `node` (idle or in use) in all children.
+#[no_mangle]
+pub extern "C" fn prx_node_connections(node: c_int) -> c_int {
+    guard(0, || if node < 0 { 0 } else { crate::mcmp::node_connections(node as usize).clamp(0, i32::MAX as i64) as c_int })
+}
+
+#[no_mangle]
+pub extern "C" fn prx_mcmp_reply_free(out: *mut McmpReplyC) {
+    if out.is_null() {
+        return;
+    }
+    // SAFETY: the shim passes the struct prx_mcmp filled.
+    let out = unsafe { &mut *out };
+    guard((), || {
+        for p in [&mut out.body, &mut out.err_type, &mut out.err_mess, &mut out.balancer, &mut out.worker, &mut out.route] {
+            free_c_string(p);
         }
     })
 }
@@ -390,6 +547,10 @@ unsafe impl<T: Sync> Sync for SharedArray<T> {}
 
 // SAFETY: Slot is #[repr(C)] and made only of atomics (and arrays of structs of atomics).
 unsafe impl ZeroShareable for crate::stats::Slot {}
+// SAFETY: #[repr(C)], made only of atomics and arrays of atomics.
+unsafe impl ZeroShareable for crate::registry::Slot {}
+// SAFETY: #[repr(C)], two atomics.
+unsafe impl ZeroShareable for crate::registry::Header {}
 
 /// Marker for types whose all-zero bit pattern is a valid value and that are
 /// safe to share between processes (atomics, arrays and structs of them).

@@ -11,4 +11,6 @@ mod child;
 mod config;
 mod ffi;
 mod log;
+mod mcmp;
+mod registry;
 mod stats;

@@ -3,7 +3,9 @@
 
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use crate::config::Config;
+use std::sync::Arc;
+
+use crate::config::Node;
 use crate::ffi::{self, SharedArray};
 
 /// Reversed nodes one configuration may declare.
@@ -82,8 +84,8 @@ impl Table {
         let _ = self.slots.get()[i].pid.compare_exchange(pid, 0, Relaxed, Relaxed);
     }
 
-    /// Text or JSON status of every live child of this generation.
-    pub fn render(&self, cfg: &Config, json: bool) -> String {
+    /// The slots of every live child of this generation, by pid.
+    pub fn live(&self) -> Vec<&Slot> {
         let mut children: Vec<&Slot> = self
             .slots
             .get()
@@ -94,11 +96,11 @@ impl Table {
             })
             .collect();
         children.sort_by_key(|s| s.pid.load(Relaxed));
-        render(cfg, &children, json)
+        children
     }
 }
 
-fn json_str(s: &str) -> String {
+pub fn json_str(s: &str) -> String {
     let mut o = String::with_capacity(s.len() + 2);
     o.push('"');
     for c in s.chars() {
@@ -113,8 +115,20 @@ fn json_str(s: &str) -> String {
     o
 }
 
-pub fn render(cfg: &Config, children: &[&Slot], json: bool) -> String {
+/// Authenticated connections (idle or in use) of node `i` over these children.
+pub fn connections(children: &[&Slot], i: usize) -> i64 {
+    children
+        .iter()
+        .filter_map(|s| s.nodes.get(i))
+        .map(|n| n.idle.load(Relaxed).max(0) + n.busy.load(Relaxed).max(0))
+        .sum()
+}
+
+/// The status document: one row per child and node; `extra` is appended
+/// (JSON: more members of the top-level object, starting with a comma).
+pub fn render(nodes: &[Option<Arc<Node>>], children: &[&Slot], json: bool, extra: &str) -> String {
     let mut out = String::new();
+    let listed = || nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (i, n)));
     if json {
         out.push_str("{\"children\":[");
         for (ci, s) in children.iter().enumerate() {
@@ -122,7 +136,8 @@ pub fn render(cfg: &Config, children: &[&Slot], json: bool) -> String {
                 out.push(',');
             }
             out.push_str(&format!("{{\"pid\":{},\"nodes\":[", s.pid.load(Relaxed)));
-            for (ni, (node, st)) in cfg.nodes.iter().zip(s.nodes.iter()).enumerate() {
+            for (ni, (i, node)) in listed().enumerate() {
+                let st = &s.nodes[i];
                 if ni > 0 {
                     out.push(',');
                 }
@@ -142,11 +157,14 @@ pub fn render(cfg: &Config, children: &[&Slot], json: bool) -> String {
             }
             out.push_str("]}");
         }
-        out.push_str("]}\n");
+        out.push(']');
+        out.push_str(extra);
+        out.push_str("}\n");
     } else {
-        out.push_str(&format!("mod_proxy_reversed: {} children, {} nodes\n", children.len(), cfg.nodes.len()));
+        out.push_str(&format!("mod_proxy_reversed: {} children, {} nodes\n", children.len(), listed().count()));
         for s in children {
-            for (node, st) in cfg.nodes.iter().zip(s.nodes.iter()) {
+            for (i, node) in listed() {
+                let st = &s.nodes[i];
                 out.push_str(&format!(
                     "child={} node={} port={} idle={} busy={} accepted={} rejected={} retired={}\n",
                     s.pid.load(Relaxed),
@@ -160,6 +178,9 @@ pub fn render(cfg: &Config, children: &[&Slot], json: bool) -> String {
                 ));
             }
         }
+    }
+    if !json {
+        out.push_str(extra);
     }
     out
 }

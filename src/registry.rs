@@ -1,0 +1,539 @@
+//! Nodes registered at run time through MCMP, in a table shared by every
+//! child of one generation (an anonymous mapping made in post_config).
+//!
+//! Any child may serve an MCMP request and write the table; every child's
+//! accept thread reads it a few times a second and binds, re-binds or closes
+//! listeners to match. Writers and readers take a small cross-process lock
+//! (an atomic holding the owner's pid; a dead owner's lock is taken over).
+//! Everything in the mapping is an atomic, so no `unsafe` is needed here.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU8, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::time::Duration;
+
+use crate::ffi::{self, SharedArray};
+
+pub const ROUTE_MAX: usize = 64;
+pub const BALANCER_MAX: usize = 40;
+pub const HOST_MAX: usize = 64;
+/// Contexts and aliases of one node, as text (see `Apps`).
+pub const APPS_MAX: usize = 2048;
+
+/// A fixed-size string in shared memory.
+#[repr(C)]
+pub struct Text<const N: usize> {
+    len: AtomicU32,
+    bytes: [AtomicU8; N],
+}
+
+impl<const N: usize> Text<N> {
+    pub fn get(&self) -> String {
+        let n = (self.len.load(Relaxed) as usize).min(N);
+        let v: Vec<u8> = self.bytes[..n].iter().map(|b| b.load(Relaxed)).collect();
+        String::from_utf8_lossy(&v).into_owned()
+    }
+
+    /// Stores `s`; false (and nothing stored) if it does not fit.
+    pub fn set(&self, s: &str) -> bool {
+        if s.len() > N {
+            return false;
+        }
+        for (d, b) in self.bytes.iter().zip(s.bytes()) {
+            d.store(b, Relaxed);
+        }
+        self.len.store(s.len() as u32, Relaxed);
+        true
+    }
+}
+
+pub const FREE: u32 = 0;
+pub const ACTIVE: u32 = 1;
+/// Removed, but its worker still exists in the balancers: the slot keeps its
+/// worker name so that the worker keeps answering 503 instead of being dialled.
+pub const REMOVED: u32 = 2;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ajp,
+    Http,
+    Https,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s.to_ascii_lowercase().as_str() {
+            "ajp" => Some(Kind::Ajp),
+            "http" => Some(Kind::Http),
+            "https" => Some(Kind::Https),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ajp => "ajp",
+            Kind::Http => "http",
+            Kind::Https => "https",
+        }
+    }
+    fn code(self) -> u32 {
+        self as u32
+    }
+    fn from_code(c: u32) -> Kind {
+        match c {
+            1 => Kind::Http,
+            2 => Kind::Https,
+            _ => Kind::Ajp,
+        }
+    }
+}
+
+#[repr(C)]
+pub struct Slot {
+    state: AtomicU32,
+    /// Bumped whenever what a child must listen for changes.
+    gen: AtomicU32,
+    load: AtomicI32,
+    kind: AtomicU32,
+    port: AtomicU32,
+    ports: AtomicU32,
+    v6: AtomicU32,
+    _pad: AtomicU32,
+    updated: AtomicI64,
+    addr: [AtomicU8; 16],
+    route: Text<ROUTE_MAX>,
+    balancer: Text<BALANCER_MAX>,
+    host: Text<HOST_MAX>,
+    apps: Text<APPS_MAX>,
+}
+
+#[repr(C)]
+pub struct Header {
+    lock: AtomicI32,
+    _pad: AtomicU32,
+}
+
+/// What one registered node is, as read from the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub state: u32,
+    pub gen: u32,
+    pub route: String,
+    pub balancer: String,
+    /// Host as the CONFIG gave it (for INFO/DUMP); `addr` is what is bound.
+    pub host: String,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub ports: u16,
+    pub kind: Kind,
+    pub load: i32,
+    pub apps: Apps,
+}
+
+impl Entry {
+    pub fn worker_url(&self) -> String {
+        match self.addr {
+            IpAddr::V6(a) => format!("{}://[{a}]:{}", self.kind.as_str(), self.port),
+            IpAddr::V4(a) => format!("{}://{a}:{}", self.kind.as_str(), self.port),
+        }
+    }
+    pub fn last_port(&self) -> u16 {
+        self.port.saturating_add(self.ports.saturating_sub(1))
+    }
+    /// Whether two registrations listen on the same thing.
+    fn same_listener(&self, o: &Entry) -> bool {
+        self.route == o.route && self.addr == o.addr && self.port == o.port && self.ports == o.ports && self.kind == o.kind
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppState {
+    Enabled,
+    Disabled,
+    Stopped,
+}
+
+impl AppState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppState::Enabled => "ENABLED",
+            AppState::Disabled => "DISABLED",
+            AppState::Stopped => "STOPPED",
+        }
+    }
+    fn code(self) -> char {
+        match self {
+            AppState::Enabled => 'E',
+            AppState::Disabled => 'D',
+            AppState::Stopped => 'S',
+        }
+    }
+    fn from_code(c: char) -> Option<AppState> {
+        match c {
+            'E' => Some(AppState::Enabled),
+            'D' => Some(AppState::Disabled),
+            'S' => Some(AppState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// The contexts of a node: one line per context, `<state> <aliases> <context>`
+/// (aliases comma-separated). MCMP has already refused the characters that
+/// could break this format (spaces are allowed in neither field).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Apps {
+    pub list: Vec<(AppState, Vec<String>, String)>,
+}
+
+impl Apps {
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        for (st, aliases, ctx) in &self.list {
+            s.push(st.code());
+            s.push(' ');
+            s.push_str(&aliases.join(","));
+            s.push(' ');
+            s.push_str(ctx);
+            s.push('\n');
+        }
+        s
+    }
+
+    pub fn decode(s: &str) -> Apps {
+        let mut list = Vec::new();
+        for line in s.lines() {
+            let mut it = line.splitn(3, ' ');
+            let (Some(st), Some(al), Some(ctx)) = (it.next(), it.next(), it.next()) else { continue };
+            let Some(st) = st.chars().next().and_then(AppState::from_code) else { continue };
+            let aliases = al.split(',').filter(|a| !a.is_empty()).map(str::to_string).collect();
+            list.push((st, aliases, ctx.to_string()));
+        }
+        Apps { list }
+    }
+
+    /// Sets the state of these contexts (adding them), under these aliases.
+    pub fn set(&mut self, aliases: &[String], contexts: &[String], state: AppState) {
+        for c in contexts {
+            match self.list.iter_mut().find(|(_, _, x)| x == c) {
+                Some(e) => {
+                    e.0 = state;
+                    for a in aliases {
+                        if !e.1.contains(a) {
+                            e.1.push(a.clone());
+                        }
+                    }
+                }
+                None => self.list.push((state, aliases.to_vec(), c.clone())),
+            }
+        }
+    }
+
+    pub fn set_all(&mut self, state: AppState) {
+        for e in &mut self.list {
+            e.0 = state;
+        }
+    }
+
+    pub fn remove(&mut self, contexts: &[String]) {
+        self.list.retain(|(_, _, c)| !contexts.contains(c));
+    }
+}
+
+pub struct Registry {
+    header: SharedArray<Header>,
+    slots: SharedArray<Slot>,
+}
+
+/// Held while the table is read or written; released on drop.
+struct Guard<'a> {
+    lock: &'a AtomicI32,
+    pid: i32,
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        let _ = self.lock.compare_exchange(self.pid, 0, Release, Relaxed);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The same JVMRoute is registered with another address, port or type.
+    Exists,
+    /// Its ports overlap those of another registered node.
+    Overlaps(String),
+    Full,
+    TooLong(&'static str),
+}
+
+/// What `register` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Registered {
+    New(usize),
+    /// Already registered as is: nothing changed for the listeners.
+    Same(usize),
+}
+
+impl Registry {
+    pub fn new(slots: usize) -> std::io::Result<Registry> {
+        Ok(Registry { header: SharedArray::new(1)?, slots: SharedArray::new(slots)? })
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.get().len()
+    }
+
+    fn lock(&self) -> Guard<'_> {
+        let lock = &self.header.get()[0].lock;
+        let pid = std::process::id() as i32;
+        let mut spins = 0u32;
+        loop {
+            let cur = lock.load(Relaxed);
+            if cur == 0 || (spins > 1000 && cur != pid && !ffi::pid_alive(cur)) {
+                if lock.compare_exchange(cur, pid, Acquire, Relaxed).is_ok() {
+                    return Guard { lock, pid };
+                }
+            }
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+
+    fn read_slot(s: &Slot) -> Entry {
+        let v6 = s.v6.load(Relaxed) != 0;
+        let a: Vec<u8> = s.addr.iter().map(|b| b.load(Relaxed)).collect();
+        let addr = if v6 {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&a);
+            IpAddr::V6(Ipv6Addr::from(o))
+        } else {
+            IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+        };
+        Entry {
+            state: s.state.load(Relaxed),
+            gen: s.gen.load(Relaxed),
+            route: s.route.get(),
+            balancer: s.balancer.get(),
+            host: s.host.get(),
+            addr,
+            port: s.port.load(Relaxed) as u16,
+            ports: s.ports.load(Relaxed) as u16,
+            kind: Kind::from_code(s.kind.load(Relaxed)),
+            load: s.load.load(Relaxed),
+            apps: Apps::decode(&s.apps.get()),
+        }
+    }
+
+    fn write_slot(s: &Slot, e: &Entry) -> Result<(), RegisterError> {
+        if !s.route.set(&e.route) {
+            return Err(RegisterError::TooLong("JVMRoute"));
+        }
+        if !s.balancer.set(&e.balancer) {
+            return Err(RegisterError::TooLong("Balancer"));
+        }
+        if !s.host.set(&e.host) {
+            return Err(RegisterError::TooLong("Host"));
+        }
+        if !s.apps.set(&e.apps.encode()) {
+            return Err(RegisterError::TooLong("contexts"));
+        }
+        let bytes: Vec<u8> = match e.addr {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        for (d, b) in s.addr.iter().zip(bytes.iter().chain(std::iter::repeat(&0))) {
+            d.store(*b, Relaxed);
+        }
+        s.v6.store(e.addr.is_ipv6() as u32, Relaxed);
+        s.port.store(e.port as u32, Relaxed);
+        s.ports.store(e.ports as u32, Relaxed);
+        s.kind.store(e.kind.code(), Relaxed);
+        s.load.store(e.load, Relaxed);
+        Ok(())
+    }
+
+    /// Every slot that is not free, with its index.
+    pub fn entries(&self) -> Vec<(usize, Entry)> {
+        let _g = self.lock();
+        self.slots
+            .get()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state.load(Relaxed) != FREE)
+            .map(|(i, s)| (i, Self::read_slot(s)))
+            .collect()
+    }
+
+    /// The generation of every slot (cheap: what accept threads poll).
+    pub fn gens(&self) -> Vec<u32> {
+        self.slots.get().iter().map(|s| s.gen.load(Acquire)).collect()
+    }
+
+    pub fn get(&self, i: usize) -> Option<Entry> {
+        let _g = self.lock();
+        let s = self.slots.get().get(i)?;
+        (s.state.load(Relaxed) != FREE).then(|| Self::read_slot(s))
+    }
+
+    pub fn find_route(&self, route: &str) -> Option<(usize, Entry)> {
+        self.entries().into_iter().find(|(_, e)| e.state == ACTIVE && e.route == route)
+    }
+
+    /// Registers (or confirms) a node. A removed node of the same route
+    /// gets its slot back; otherwise a free slot, else the oldest removed one.
+    pub fn register(&self, mut e: Entry) -> Result<Registered, RegisterError> {
+        let _g = self.lock();
+        let slots = self.slots.get();
+        let all: Vec<Entry> = slots.iter().map(Self::read_slot).collect();
+        for (i, o) in all.iter().enumerate() {
+            if o.state != ACTIVE {
+                continue;
+            }
+            if o.route == e.route {
+                if o.same_listener(&e) {
+                    // Repeated CONFIG: keep contexts and load, refresh the rest.
+                    e.apps = merge_apps(&o.apps, &e.apps);
+                    e.load = o.load;
+                    Self::write_slot(&slots[i], &e)?;
+                    return Ok(Registered::Same(i));
+                }
+                return Err(RegisterError::Exists);
+            }
+            let overlap = (o.addr == e.addr || o.addr.is_unspecified() || e.addr.is_unspecified())
+                && o.port <= e.last_port()
+                && e.port <= o.last_port();
+            if overlap {
+                return Err(RegisterError::Overlaps(o.route.clone()));
+            }
+        }
+        let pick = all
+            .iter()
+            .position(|o| o.state == REMOVED && o.route == e.route && o.worker_url() == e.worker_url())
+            .or_else(|| all.iter().position(|o| o.state == FREE))
+            .or_else(|| all.iter().position(|o| o.state == REMOVED))
+            .ok_or(RegisterError::Full)?;
+        let s = &slots[pick];
+        Self::write_slot(s, &e)?;
+        s.state.store(ACTIVE, Relaxed);
+        s.gen.fetch_add(1, Release);
+        Ok(Registered::New(pick))
+    }
+
+    /// Undoes a registration whose balancer member could not be made.
+    pub fn forget(&self, i: usize) {
+        let _g = self.lock();
+        if let Some(s) = self.slots.get().get(i) {
+            s.state.store(FREE, Relaxed);
+            s.gen.fetch_add(1, Release);
+        }
+    }
+
+    /// Removes a node: its listeners close in every child; its worker stays known.
+    pub fn remove(&self, i: usize) {
+        let _g = self.lock();
+        if let Some(s) = self.slots.get().get(i) {
+            s.state.store(REMOVED, Relaxed);
+            s.apps.set("");
+            s.gen.fetch_add(1, Release);
+        }
+    }
+
+    /// Changes the contexts (and nothing that affects listeners).
+    pub fn update_apps(&self, i: usize, f: impl FnOnce(&mut Apps)) -> Result<Apps, RegisterError> {
+        let _g = self.lock();
+        let s = self.slots.get().get(i).ok_or(RegisterError::Full)?;
+        let mut apps = Apps::decode(&s.apps.get());
+        f(&mut apps);
+        if !s.apps.set(&apps.encode()) {
+            return Err(RegisterError::TooLong("contexts"));
+        }
+        Ok(apps)
+    }
+
+    pub fn set_load(&self, i: usize, load: i32) {
+        if let Some(s) = self.slots.get().get(i) {
+            s.load.store(load, Relaxed);
+        }
+    }
+}
+
+fn merge_apps(old: &Apps, new: &Apps) -> Apps {
+    let mut a = old.clone();
+    for (st, aliases, ctx) in &new.list {
+        if !a.list.iter().any(|(_, _, c)| c == ctx) {
+            a.list.push((*st, aliases.clone(), ctx.clone()));
+        }
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(route: &str, port: u16) -> Entry {
+        Entry {
+            state: ACTIVE,
+            gen: 0,
+            route: route.into(),
+            balancer: "mycluster".into(),
+            host: "127.0.0.1".into(),
+            addr: "127.0.0.1".parse().unwrap(),
+            port,
+            ports: 4,
+            kind: Kind::Ajp,
+            load: 0,
+            apps: Apps::default(),
+        }
+    }
+
+    #[test]
+    fn register_confirm_conflict_remove_reuse() {
+        let r = Registry::new(2).unwrap();
+        assert_eq!(r.register(entry("a", 9100)), Ok(Registered::New(0)));
+        let g = r.gens()[0];
+        assert_eq!(r.register(entry("a", 9100)), Ok(Registered::Same(0)));
+        assert_eq!(r.gens()[0], g, "a repeated CONFIG must not disturb the listeners");
+        assert_eq!(r.register(entry("a", 9200)), Err(RegisterError::Exists));
+        assert_eq!(r.register(entry("b", 9103)), Err(RegisterError::Overlaps("a".into())));
+        assert_eq!(r.register(entry("b", 9104)), Ok(Registered::New(1)));
+        assert_eq!(r.register(entry("c", 9300)), Err(RegisterError::Full));
+        r.remove(0);
+        assert!(r.gens()[0] > g);
+        assert_eq!(r.find_route("a"), None);
+        assert_eq!(r.get(0).unwrap().worker_url(), "ajp://127.0.0.1:9100");
+        // The removed slot is reused: first by the same node, else by another.
+        assert_eq!(r.register(entry("c", 9300)), Ok(Registered::New(0)));
+        assert_eq!(r.find_route("c").unwrap().0, 0);
+    }
+
+    #[test]
+    fn apps_round_trip_and_states() {
+        let r = Registry::new(1).unwrap();
+        r.register(entry("a", 9100)).unwrap();
+        let al = vec!["localhost".to_string(), "example.com".to_string()];
+        r.update_apps(0, |a| a.set(&al, &["/app".into(), "/x".into()], AppState::Enabled)).unwrap();
+        r.update_apps(0, |a| a.set(&al, &["/x".into()], AppState::Stopped)).unwrap();
+        let e = r.get(0).unwrap();
+        assert_eq!(e.apps.list.len(), 2);
+        assert_eq!(e.apps.list[1], (AppState::Stopped, al.clone(), "/x".to_string()));
+        r.update_apps(0, |a| a.remove(&["/app".into()])).unwrap();
+        assert_eq!(r.get(0).unwrap().apps.list.len(), 1);
+        let huge: Vec<String> = (0..40).map(|i| format!("/{}{i}", "c".repeat(70))).collect();
+        assert_eq!(r.update_apps(0, |a| a.set(&al, &huge, AppState::Enabled)), Err(RegisterError::TooLong("contexts")));
+    }
+
+    #[test]
+    fn ipv6_and_urls() {
+        let r = Registry::new(1).unwrap();
+        let mut e = entry("v6", 9100);
+        e.addr = "::1".parse().unwrap();
+        e.kind = Kind::Http;
+        r.register(e).unwrap();
+        assert_eq!(r.get(0).unwrap().worker_url(), "http://[::1]:9100");
+    }
+}
