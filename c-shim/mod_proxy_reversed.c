@@ -210,10 +210,9 @@ static void prx_check_one(proxy_worker *w, void *baton)
 static int prx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     char err[PRX_ERRLEN];
-    if (prx_node_count() == 0) {
-        return OK;
+    if (prx_node_count() > 0) {
+        prx_each_worker(s, prx_check_one, NULL);
     }
-    prx_each_worker(s, prx_check_one, NULL);
     if (prx_cfg_check(err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
                      "ProxyReversed: %s", err);

@@ -332,3 +332,34 @@ fn worker_url_without_worker() {
         "no reason given:\n{out}"
     );
 }
+
+#[test]
+fn mcmp_directives() {
+    must_pass(
+        "ProxyReversedMCMP 127.0.0.1:19100-19199 ports=4 balancer=web-cluster secret={S} allow=10.0.0.0/8 wait=1s maxidle=8 nodes=8\n\
+         ProxyReversedNodeSecret node1 {S}\n",
+    );
+    must_pass("ProxyReversedMCMP 0.0.0.0:19100-19109\nProxyReversedNodeSecret app.1 {S}\n");
+    let cases: &[(&str, &[&str])] = &[
+        ("ProxyReversedMCMP\n", &["expects"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100\nProxyReversedMCMP 127.0.0.1:19200\n", &["only once"]),
+        ("ProxyReversedMCMP 127.0.0.1:80-90\n", &["below 1024"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100-19103 ports=5\n", &["ports=5"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100-19199 nodes=0\n", &["nodes=0"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100-19199 auth=none\n", &["always authenticate"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100-19199 color=red\n", &["unknown parameter"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100-19199 balancer=Bad/Name\n", &["balancer=Bad/Name"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100-19199 secret=/nonexistent/file\n", &["cannot read secret file"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100-19199\nProxyReversedNodeSecret node1\n", &["expects <JVMRoute>"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100-19199\nProxyReversedNodeSecret bad/route {S}\n", &["not a usable JVMRoute"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100-19199\nProxyReversedNodeSecret n1 {S}\nProxyReversedNodeSecret n1 {S}\n", &["has a secret already"]),
+        ("ProxyReversedNodeSecret n1 {S}\n", &["ProxyReversedMCMP is not"]),
+        (
+            "ProxyReversedMCMP 127.0.0.1:19100-19199\nProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19150-19151 secret={S}\n",
+            &["overlaps"],
+        ),
+    ];
+    for (lines, reasons) in cases {
+        must_fail(lines, reasons);
+    }
+}
