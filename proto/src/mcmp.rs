@@ -357,7 +357,7 @@ pub fn parse_pairs(body: &[u8]) -> Result<Vec<(String, String)>, Error> {
         return Ok(Vec::new());
     }
     let tokens: Vec<&[u8]> = body.split(|&b| b == b'&' || b == b'=').collect();
-    if tokens.len() % 2 != 0 {
+    if !tokens.len().is_multiple_of(2) {
         return Err(smespar());
     }
     tokens
