@@ -7,6 +7,7 @@ pub mod logging;
 pub mod ajp;
 pub mod handshake;
 pub mod http1;
+pub mod mcmp;
 pub mod pool;
 pub mod responder;
 pub mod splice;

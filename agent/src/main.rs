@@ -3,7 +3,7 @@
 //! request into them, or answers itself (`--respond`).
 
 use reversed_agent::{debug, error, info, warn};
-use reversed_agent::{logging, pool, responder};
+use reversed_agent::{logging, mcmp, pool, responder};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +22,7 @@ const MAX_IDLE: usize = 100_000;
 const DEFAULT_BODY_SIZE: usize = 1024;
 const DEFAULT_MAX_BACKOFF_MS: u64 = 5000;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_STATUS_INTERVAL: u64 = 5;
 
 /// Dials authenticated reversed connections into httpd (mod_proxy_reversed) and
 /// splices them to a local backend. Command-line flags override the config file.
@@ -69,6 +70,45 @@ struct Cli {
     /// error, warn, info or debug [default: info].
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Register the node with httpd's MCMP receiver at this URL, like
+    /// mod_cluster (repeatable), e.g. http://127.0.0.1:8090/mcmp. Plain http.
+    #[arg(long = "mcmp", value_name = "URL")]
+    mcmp: Vec<String>,
+    /// MCMP: balancer to join [default: httpd's, not sent].
+    #[arg(long, value_name = "NAME")]
+    balancer: Option<String>,
+    /// MCMP: the protocol httpd speaks over the connections, ajp or http [default: ajp].
+    #[arg(long = "type", value_name = "ajp|http")]
+    kind: Option<String>,
+    /// MCMP: virtual host aliases, comma-separated (with --context).
+    #[arg(long, value_name = "A,B")]
+    alias: Option<String>,
+    /// MCMP: contexts to enable, comma-separated (with --alias).
+    #[arg(long, value_name = "/X,/Y")]
+    context: Option<String>,
+    /// MCMP: seconds between STATUS messages [default: 5].
+    #[arg(long, value_name = "SECS")]
+    status_interval: Option<u64>,
+}
+
+/// A TOML value given as one string (comma-separated where lists are meant) or as a list.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+    fn joined(self) -> String {
+        self.into_vec().join(",")
+    }
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -87,6 +127,13 @@ struct FileConfig {
     echo: Option<bool>,
     max_backoff_ms: Option<u64>,
     log_level: Option<String>,
+    mcmp: Option<OneOrMany>,
+    balancer: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    alias: Option<OneOrMany>,
+    context: Option<OneOrMany>,
+    status_interval: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -99,6 +146,73 @@ struct Settings {
     max_backoff: Duration,
     log_level: Level,
     listen: Option<String>,
+    mcmp: Option<McmpSettings>,
+}
+
+#[derive(Debug, PartialEq)]
+struct McmpSettings {
+    receivers: Vec<mcmp::Receiver>,
+    registration: mcmp::Registration,
+    status_interval: Duration,
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()
+}
+
+/// The `--mcmp` group of settings (None without `--mcmp`).
+#[allow(clippy::too_many_arguments)]
+fn mcmp_settings(
+    urls: Vec<String>,
+    balancer: Option<String>,
+    kind: Option<String>,
+    alias: Option<String>,
+    context: Option<String>,
+    status_interval: Option<u64>,
+    node: &str,
+    frontends: &[FrontEnd],
+) -> Result<Option<McmpSettings>, String> {
+    if urls.is_empty() {
+        if balancer.is_some() || kind.is_some() || alias.is_some() || context.is_some() || status_interval.is_some() {
+            return Err("--balancer, --type, --alias, --context and --status-interval need --mcmp URL".into());
+        }
+        return Ok(None);
+    }
+    let receivers = urls
+        .iter()
+        .map(|u| mcmp::Receiver::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fe = frontends
+        .first()
+        .ok_or("--mcmp registers the node with the first --frontend: give one")?;
+    let kind = kind.unwrap_or_else(|| "ajp".into()).to_ascii_lowercase();
+    if kind != "ajp" && kind != "http" {
+        return Err(format!("invalid --type {kind:?}: ajp or http"));
+    }
+    let aliases = alias.as_deref().map(split_list).unwrap_or_default();
+    let contexts = context.as_deref().map(split_list).unwrap_or_default();
+    if aliases.is_empty() != contexts.is_empty() {
+        return Err("--alias and --context go together (MCMP needs both or neither)".into());
+    }
+    let secs = status_interval.unwrap_or(DEFAULT_STATUS_INTERVAL);
+    if !(1..=3600).contains(&secs) {
+        return Err("--status-interval must be between 1 and 3600 seconds".into());
+    }
+    let registration = mcmp::Registration {
+        node: node.to_string(),
+        balancer,
+        kind,
+        host: if fe.host.contains(':') { format!("[{}]", fe.host) } else { fe.host.clone() },
+        port: fe.first,
+        aliases,
+        contexts,
+    };
+    registration.validate()?;
+    Ok(Some(McmpSettings {
+        receivers,
+        registration,
+        status_interval: Duration::from_secs(secs),
+    }))
 }
 
 #[derive(Debug, PartialEq)]
@@ -197,6 +311,21 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         .unwrap_or_else(|| "info".into());
     let log_level = Level::parse(&lvl)
         .ok_or_else(|| format!("invalid log level {lvl:?}: error, warn, info or debug"))?;
+    let mcmp_urls = if !cli.mcmp.is_empty() {
+        cli.mcmp
+    } else {
+        file.mcmp.map(OneOrMany::into_vec).unwrap_or_default()
+    };
+    let mcmp = mcmp_settings(
+        mcmp_urls,
+        cli.balancer.or(file.balancer),
+        cli.kind.or(file.kind),
+        cli.alias.or(file.alias.map(OneOrMany::joined)),
+        cli.context.or(file.context.map(OneOrMany::joined)),
+        cli.status_interval.or(file.status_interval),
+        &node,
+        &frontends,
+    )?;
     Ok(Settings {
         frontends,
         node,
@@ -206,6 +335,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         max_backoff: Duration::from_millis(max_backoff_ms),
         log_level,
         listen,
+        mcmp,
     })
 }
 
@@ -328,10 +458,51 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
             ))
         })
         .collect();
+    let registrars = match &s.mcmp {
+        Some(m) => {
+            let ms = Arc::new(mcmp::Settings::new(
+                m.receivers.clone(),
+                m.registration.clone(),
+                m.status_interval,
+            ));
+            let load = Arc::new(mcmp::LoadSource {
+                busy: busy.clone(),
+                capacity: s.idle * s.frontends.len(),
+                backend: match &s.mode {
+                    ModeSetting::Splice(b) => Some(b.clone()),
+                    ModeSetting::Respond { .. } => None,
+                },
+            });
+            info!(
+                "MCMP: registering node {} with {} (STATUS every {} s)",
+                s.node,
+                m.receivers.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", "),
+                m.status_interval.as_secs()
+            );
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let tasks: Vec<_> = m
+                .receivers
+                .iter()
+                .map(|r| tokio::spawn(mcmp::run(ms.clone(), load.clone(), r.clone(), stop_rx.clone())))
+                .collect();
+            Some((ms, stop_tx, tasks))
+        }
+        None => None,
+    };
     let sig = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
+    if let Some((ms, stop_tx, tasks)) = registrars {
+        // No STATUS may follow the REMOVE-APP: stop the registrars first.
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        info!("{sig}: removing node {} from httpd (REMOVE-APP, up to {} ms)", s.node, mcmp::REMOVE_TIMEOUT.as_millis());
+        mcmp::remove_all(&ms, mcmp::REMOVE_TIMEOUT).await;
+    }
     info!("{sig}: stopping: no more dials, closing idle connections, waiting for {} busy connections (up to {} s)", busy.count(), SHUTDOWN_GRACE.as_secs());
     let _ = sd_tx.send(true);
     for k in keepers {
@@ -514,6 +685,106 @@ log_level = "debug"
         );
         std::fs::write(&p, "nodee = \"x\"\n").unwrap();
         assert!(parse(&["--config", ps]).unwrap_err().contains("nodee"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn mcmp_flags() {
+        let base = ["--frontend", "10.0.0.5:9000-9003", "--node", "app1", "--no-auth", "--respond"];
+        let p = |extra: &[&str]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            parse(&v)
+        };
+        assert!(p(&[]).unwrap().mcmp.is_none());
+        let m = p(&["--mcmp", "http://127.0.0.1:8090/mcmp"]).unwrap().mcmp.unwrap();
+        assert_eq!(m.receivers, vec![mcmp::Receiver::parse("http://127.0.0.1:8090/mcmp").unwrap()]);
+        assert_eq!(m.status_interval, Duration::from_secs(5));
+        assert_eq!(
+            m.registration,
+            mcmp::Registration {
+                node: "app1".into(),
+                balancer: None,
+                kind: "ajp".into(),
+                host: "10.0.0.5".into(),
+                port: 9000,
+                aliases: vec![],
+                contexts: vec![],
+            }
+        );
+        let m = p(&[
+            "--mcmp", "http://h1:1", "--mcmp", "http://h2:2/x", "--balancer", "shop", "--type", "HTTP",
+            "--alias", "localhost, www", "--context", "/app,/", "--status-interval", "2",
+        ])
+        .unwrap()
+        .mcmp
+        .unwrap();
+        assert_eq!(m.receivers.len(), 2);
+        assert_eq!(m.registration.balancer.as_deref(), Some("shop"));
+        assert_eq!(m.registration.kind, "http");
+        assert_eq!(m.registration.aliases, vec!["localhost", "www"]);
+        assert_eq!(m.registration.contexts, vec!["/app", "/"]);
+        assert_eq!(m.status_interval, Duration::from_secs(2));
+        for (extra, want) in [
+            (&["--balancer", "b"][..], "need --mcmp"),
+            (&["--status-interval", "3"][..], "need --mcmp"),
+            (&["--mcmp", "https://h/"][..], "plain http"),
+            (&["--mcmp", "http://h/", "--type", "fcgi"][..], "--type"),
+            (&["--mcmp", "http://h/", "--alias", "a"][..], "--alias and --context"),
+            (&["--mcmp", "http://h/", "--context", "/a"][..], "--alias and --context"),
+            (&["--mcmp", "http://h/", "--status-interval", "0"][..], "--status-interval"),
+            (&["--mcmp", "http://h/", "--balancer", "Shop"][..], "lower case"),
+            (&["--mcmp", "http://h/", "--balancer", &"b".repeat(40)][..], "Balancer field too big"),
+        ] {
+            let e = p(extra).unwrap_err();
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+        // A 64-byte node name is valid for the handshake but too long for JVMRoute.
+        let long = "n".repeat(64);
+        let e = parse(&["--frontend", "h:1", "--node", &long, "--no-auth", "--respond", "--mcmp", "http://h/"]).unwrap_err();
+        assert!(e.contains("JVMRoute field too big"), "{e}");
+        // --listen alone has no front end to register.
+        let e = parse(&["--listen", "127.0.0.1:18009", "--respond", "--mcmp", "http://h/"]).unwrap_err();
+        assert!(e.contains("--frontend"), "{e}");
+        // IPv6 front end: Host in brackets, as the Java side.
+        let s = parse(&["--frontend", "[::1]:9100-9101", "--node", "a", "--no-auth", "--respond", "--mcmp", "http://h/"]).unwrap();
+        assert_eq!(s.mcmp.unwrap().registration.host, "[::1]");
+    }
+
+    #[test]
+    fn mcmp_config_file_keys() {
+        let dir = std::env::temp_dir().join(format!("reversed-agent-mcmp-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("agent.toml");
+        std::fs::write(
+            &p,
+            r#"
+frontends = ["127.0.0.1:9000-9003"]
+node = "app1"
+no_auth = true
+respond = true
+mcmp = ["http://127.0.0.1:8090/mcmp", "http://127.0.0.2:8090/"]
+balancer = "shop"
+type = "http"
+alias = ["localhost", "www"]
+context = "/app,/x"
+status_interval = 7
+"#,
+        )
+        .unwrap();
+        let ps = p.to_str().unwrap();
+        let m = parse(&["--config", ps]).unwrap().mcmp.unwrap();
+        assert_eq!(m.receivers.len(), 2);
+        assert_eq!(m.registration.kind, "http");
+        assert_eq!(m.registration.balancer.as_deref(), Some("shop"));
+        assert_eq!(m.registration.aliases, vec!["localhost", "www"]);
+        assert_eq!(m.registration.contexts, vec!["/app", "/x"]);
+        assert_eq!(m.status_interval, Duration::from_secs(7));
+        // Flags override; a single URL string works too.
+        std::fs::write(&p, "frontends = [\"h:1\"]\nnode = \"a\"\nno_auth = true\nrespond = true\nmcmp = \"http://h:2/\"\n").unwrap();
+        let m = parse(&["--config", ps, "--status-interval", "9"]).unwrap().mcmp.unwrap();
+        assert_eq!(m.receivers[0].port, 2);
+        assert_eq!(m.status_interval, Duration::from_secs(9));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
