@@ -382,9 +382,9 @@ impl Child {
         }
     }
 
-    /// Authenticated connections of node `i`, idle or in use, in all children.
+    /// Live authenticated connections of node `i` in all children (see stats::live).
     pub fn connections(&self, i: usize) -> i64 {
-        self.with_children(|c| crate::stats::connections(c, i))
+        self.with_children(|c| crate::stats::live(c, i))
     }
 
     pub fn render(&self, json: bool) -> String {
@@ -417,7 +417,7 @@ impl Child {
                     })
                     .collect();
                 out.push_str(&format!(
-                    "{{\"node\":{},\"balancer\":{},\"worker\":{},\"range\":\"{}\",\"load\":{},\"connections\":{},\"contexts\":[{}]}}",
+                    "{{\"node\":{},\"balancer\":{},\"worker\":{},\"range\":\"{}\",\"load\":{},\"live\":{},\"contexts\":[{}]}}",
                     json_str(&e.route),
                     json_str(&e.balancer),
                     json_str(&e.worker_url()),
@@ -432,7 +432,7 @@ impl Child {
             out.push_str(&format!("registered through MCMP: {} nodes\n", entries.len()));
             for (j, e) in &entries {
                 out.push_str(&format!(
-                    "node={} balancer={} worker={} range={} load={} connections={}\n",
+                    "node={} balancer={} worker={} range={} load={} live={}\n",
                     e.route,
                     e.balancer,
                     e.worker_url(),
@@ -590,6 +590,7 @@ impl AcceptLoop {
             st.idle.store(0, Relaxed);
             st.bound.store(0, Relaxed);
             st.port.store(0, Relaxed);
+            st.last_accept_ms.store(0, Relaxed);
             drop(drained);
             self.child.nodes[i].cond.notify_all();
             match self.child.desc(i) {
@@ -860,6 +861,7 @@ impl AcceptLoop {
             st.idle.fetch_add(1, Relaxed);
         }
         NodeStats::inc(&st.accepted);
+        st.last_accept_ms.store(crate::stats::now_ms(), Relaxed);
         rt.cond.notify_one();
         ffi::node_ready(i);
         log::debug(|| format!("node {}: accepted a connection from {peer}", self.child.name(i)));

@@ -21,6 +21,8 @@ pub struct NodeStats {
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub retired: AtomicU64,
+    /// When this child last authenticated a connection of the node (ms since the epoch).
+    pub last_accept_ms: AtomicU64,
 }
 
 impl NodeStats {
@@ -68,6 +70,7 @@ impl Table {
                         n.busy.store(0, Relaxed);
                         n.port.store(0, Relaxed);
                         n.bound.store(0, Relaxed);
+                        n.last_accept_ms.store(0, Relaxed);
                     }
                     return Some(i);
                 }
@@ -115,12 +118,28 @@ pub fn json_str(s: &str) -> String {
     o
 }
 
-/// Authenticated connections (idle or in use) of node `i` over these children.
-pub fn connections(children: &[&Slot], i: usize) -> i64 {
+/// A connection authenticated this recently counts as live even if in use:
+/// a node whose connections are all busy keeps dialling replacements.
+pub const RECENT_ACCEPT_MS: u64 = 2000;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Live connections of node `i` over these children: the idle ones (watched
+/// by the accept threads, so a dialer that went away is not counted), plus
+/// one per child that authenticated one in the last RECENT_ACCEPT_MS.
+/// Connections mod_proxy keeps between requests are not counted: nothing
+/// tells whether their dialer is still there.
+pub fn live(children: &[&Slot], i: usize) -> i64 {
+    let now = now_ms();
     children
         .iter()
         .filter_map(|s| s.nodes.get(i))
-        .map(|n| n.idle.load(Relaxed).max(0) + n.busy.load(Relaxed).max(0))
+        .map(|n| {
+            let recent = now.saturating_sub(n.last_accept_ms.load(Relaxed)) <= RECENT_ACCEPT_MS;
+            n.idle.load(Relaxed).max(0) + recent as i64
+        })
         .sum()
 }
 

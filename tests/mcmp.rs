@@ -105,6 +105,14 @@ fn front(extra: &str, mpm_settings: Option<&str>) -> Front {
     Front { h, secret, first, last }
 }
 
+/// Waits (≤ 5 s) until INFO no longer lists node1.
+fn agent2_removed(h: &Httpd) -> bool {
+    wait_until(Duration::from_secs(5), || {
+        let i = mcmp(h, "INFO", "/mcmp", "");
+        i.status == 200 && !i.body.contains("node1")
+    })
+}
+
 fn registered_json(h: &Httpd) -> String {
     get(&h.url("/reversed-status?json")).map(|r| r.text()).unwrap_or_default()
 }
@@ -168,14 +176,14 @@ fn agent_registers_at_run_time_and_status_follows_connections() {
     let p = mcmp(h, "PING", "/mcmp", "JVMRoute=node1");
     assert!(p.body.contains("State=NOTOK"), "{p:?}");
 
-    // A new agent brings it back; REMOVE-APP * removes it: 503 after.
-    let _agent2 = args.spawn(Some(h.dir()));
+    // A new agent brings it back; on SIGTERM it sends REMOVE-APP: 503 after.
+    let mut agent2 = args.spawn(Some(h.dir()));
     assert!(
         wait_until(Duration::from_secs(10), || get(&h.url("/app/again")).is_ok_and(|r| r.status == 200)),
         "not served again after the agent came back"
     );
-    let rm = mcmp(h, "REMOVE-APP", "/mcmp/*", "JVMRoute=node1");
-    assert_eq!(rm.status, 200, "{rm:?}");
+    agent2.stop();
+    assert!(agent2_removed(h), "the agent's SIGTERM did not remove the node");
     let t = Instant::now();
     let r = get(&h.url("/app/after-remove")).unwrap();
     assert_eq!(r.status, 503, "a removed node still served");
@@ -188,6 +196,23 @@ fn agent_registers_at_run_time_and_status_follows_connections() {
     assert!(doc.contains("\"registered\":[]"), "{doc}");
     let s = mcmp(h, "STATUS", "/mcmp", "JVMRoute=node1&Load=50");
     assert_eq!(s.header("Type"), Some("MEM"), "{s:?}");
+
+    // REMOVE-APP of the whole node by hand, without any agent.
+    let c = mcmp(h, "CONFIG", "/mcmp", &format!("JVMRoute=node1&Host=127.0.0.1&Port={}&Reversed=yes", f.first));
+    assert_eq!(c.status, 200, "{c:?}");
+    assert!(
+        wait_until(Duration::from_secs(3), || port_accepts("127.0.0.1", f.first)),
+        "no listener after a CONFIG by hand"
+    );
+    let rm = mcmp(h, "REMOVE-APP", "/mcmp/*", "JVMRoute=node1");
+    assert_eq!(rm.status, 200, "{rm:?}");
+    assert!(rm.body.contains("REMOVE-APP"), "{rm:?}");
+    let s = mcmp(h, "STATUS", "/mcmp", "JVMRoute=node1&Load=50");
+    assert_eq!(s.header("Type"), Some("MEM"), "{s:?}");
+    assert!(
+        wait_until(Duration::from_secs(3), || !port_accepts("127.0.0.1", f.first)),
+        "the listener stayed after REMOVE-APP"
+    );
     assert!(!h.error_log().contains(SECRET), "the secret reached the error log");
 }
 
