@@ -47,7 +47,7 @@ soak:
 # libFuzzer targets of fuzz/ (stable toolchain: RUSTC_BOOTSTRAP=1 admits the
 # sanitizer flags cargo-fuzz passes). Corpora in fuzz/corpus/<target>.
 FUZZ_RUNS    ?= 1000000
-FUZZ_TARGETS ?= handshake ajp_responder http_request
+FUZZ_TARGETS ?= handshake ajp_responder http_request mcmp
 FUZZ_FLAGS   ?= -max_len=4096 -timeout=10 -rss_limit_mb=2048
 # The fuzzed code is safe Rust (no `unsafe` in proto/ or agent/): panics are
 # what is looked for, so AddressSanitizer (2.5x slower) is off by default.
