@@ -427,21 +427,11 @@ static int prx_cl_post_config_first(apr_pool_t *pconf, apr_pool_t *plog, apr_poo
 #define PRX_CL_MAX_SWEEP 16
 #define PRX_CL_WATCHDOG "_proxy_reversed_cluster_"
 
-static apr_status_t prx_cl_retired(void *data)
-{
-    prx_fd_retired((int)(apr_uintptr_t)data);
-    return APR_SUCCESS;
-}
-
 /* Gives conn a reversed connection of `node` taken from this child's idle
  * ones (no wait), as the scheme handler's attach does. */
 static int prx_cl_give_socket(proxy_conn_rec *conn, proxy_worker *w, proxy_server_conf *conf,
                               server_rec *s, int node)
 {
-    apr_os_sock_info_t info;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    apr_interval_time_t timeout;
     int wait_ms = 0;
     int fd;
 
@@ -454,40 +444,7 @@ static int prx_cl_give_socket(proxy_conn_rec *conn, proxy_worker *w, proxy_serve
     if (fd < 0) {
         return 0;
     }
-    memset(&info, 0, sizeof(info));
-    info.os_sock = &fd;
-    info.family = (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) ? ss.ss_family : AF_INET;
-    info.type = SOCK_STREAM;
-    info.protocol = IPPROTO_TCP;
-    if (apr_os_sock_make(&conn->sock, &info, conn->scpool) != APR_SUCCESS) {
-        close(fd);
-        conn->sock = NULL;
-        prx_fd_retired(node);
-        return 0;
-    }
-    apr_pool_cleanup_register(conn->scpool, (void *)(apr_uintptr_t)node, prx_cl_retired,
-                              apr_pool_cleanup_null);
-    if (w->s->timeout_set) {
-        timeout = w->s->timeout;
-    }
-    else if (conf->timeout_set) {
-        timeout = conf->timeout;
-    }
-    else {
-        timeout = s->timeout;
-    }
-    apr_socket_timeout_set(conn->sock, timeout);
-    apr_socket_opt_set(conn->sock, APR_TCP_NODELAY, 1);
-    if (w->s->keepalive) {
-        apr_socket_opt_set(conn->sock, APR_SO_KEEPALIVE, 1);
-    }
-    if (w->s->recv_buffer_size_set && w->s->recv_buffer_size > 0) {
-        apr_socket_opt_set(conn->sock, APR_SO_RCVBUF, (apr_int32_t)w->s->recv_buffer_size);
-    }
-    else if (conf->recv_buffer_size_set && conf->recv_buffer_size > 0) {
-        apr_socket_opt_set(conn->sock, APR_SO_RCVBUF, (apr_int32_t)conf->recv_buffer_size);
-    }
-    return 1;
+    return prx_attach(conn, w, conf, s, node, fd) == APR_SUCCESS;
 }
 
 static void prx_cl_tend(proxy_worker *w, int node, proxy_server_conf *conf, server_rec *s, int seed)

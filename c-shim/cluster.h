@@ -23,8 +23,17 @@
 #define PRX_CLUSTER_H
 
 #include "apr_pools.h"
+#include "httpd.h"
+#include "mod_proxy.h"
 
 /* Called from the module's register_hooks. */
 void prx_cluster_register_hooks(apr_pool_t *p);
+
+/* From mod_proxy_reversed.c: wraps a backend-initiated fd of `node` into
+ * conn->sock with the worker's socket options, as ap_proxy_connect_backend
+ * would leave a dialled socket; counts it retired when mod_proxy closes it.
+ * On failure the fd is closed and counted retired. */
+apr_status_t prx_attach(proxy_conn_rec *conn, proxy_worker *worker, proxy_server_conf *conf,
+                        server_rec *s, int node, int fd);
 
 #endif

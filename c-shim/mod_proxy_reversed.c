@@ -356,8 +356,8 @@ static apr_status_t prx_conn_retired(void *data)
 
 /* Wraps a backend-initiated fd into conn->sock, as ap_proxy_connect_backend
  * would have left a freshly dialled socket. The caller holds the connection. */
-static apr_status_t prx_attach(proxy_conn_rec *conn, proxy_worker *worker, proxy_server_conf *conf,
-                               request_rec *r, int node, int fd)
+apr_status_t prx_attach(proxy_conn_rec *conn, proxy_worker *worker, proxy_server_conf *conf,
+                        server_rec *s, int node, int fd)
 {
     apr_os_sock_info_t info;
     struct sockaddr_storage ss;
@@ -390,7 +390,7 @@ static apr_status_t prx_attach(proxy_conn_rec *conn, proxy_worker *worker, proxy
         timeout = conf->timeout;
     }
     else {
-        timeout = r->server->timeout;
+        timeout = s->timeout;
     }
     apr_socket_timeout_set(conn->sock, timeout);
     apr_socket_opt_set(conn->sock, APR_TCP_NODELAY, 1);
@@ -439,7 +439,7 @@ static int prx_give_socket(request_rec *r, proxy_worker *worker, proxy_server_co
         }
         return HTTP_SERVICE_UNAVAILABLE;
     }
-    if (prx_attach(conn, worker, conf, r, node, fd) != APR_SUCCESS) {
+    if (prx_attach(conn, worker, conf, r->server, node, fd) != APR_SUCCESS) {
         return HTTP_SERVICE_UNAVAILABLE;
     }
     /* With a live connection in hand, a stale "in error" state would only
