@@ -17,7 +17,7 @@
  *   CPING then runs over it instead of dialling our listener) and closes
  *   pooled connections whose backend went away (so that the connection count
  *   STATUS reads does not include them).
- * Nothing here reads or writes proxy_worker->context (mod_proxy_cluster's).
+ * Nothing here uses the general-purpose pointer of proxy_worker: it is mod_proxy_cluster's.
  */
 #ifndef PRX_CLUSTER_H
 #define PRX_CLUSTER_H
