@@ -209,16 +209,42 @@ impl Node {
 pub fn worker_host_port(url: &str) -> Option<(Option<IpAddr>, u16)> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split('/').next()?;
-    let (host, port) = authority.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
+    let scheme = url.split_once("://")?.0.to_ascii_lowercase();
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !p.contains(']') => (h, p.parse().ok()?),
+        _ => (authority, default_port(&scheme)?),
+    };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     Some((host.parse().ok(), port))
 }
 
 /// Worker names compare as mod_proxy writes them: case-insensitively, and
 /// without trailing slashes (`ajp://h:1/` and `ajp://h:1` name one worker).
+/// A port that is the scheme's default is left out, as mod_proxy_cluster
+/// names its workers (`ajp://h:8009` and `ajp://h` name one worker).
 pub fn same_worker(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'))
+    worker_key(a) == worker_key(b)
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "ajp" => Some(8009),
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+fn worker_key(url: &str) -> String {
+    let u = url.trim_end_matches('/').to_ascii_lowercase();
+    if let Some((scheme, rest)) = u.split_once("://") {
+        if let (Some(d), Some((host, port))) = (default_port(scheme), rest.rsplit_once(':')) {
+            if !port.contains(']') && port.parse::<u16>() == Ok(d) {
+                return format!("{scheme}://{host}");
+            }
+        }
+    }
+    u
 }
 
 const NODE_KEYS: &str = "secret, auth, allow, wait, maxidle";
@@ -690,6 +716,18 @@ mod tests {
         assert!(add(&mut b, "bad/name ajp://x:1/ 127.0.0.1:9400 auth=none").unwrap_err().contains("invalid"));
         assert!(format!("{:?}", b.cfg.nodes[0]).contains("<hidden>"));
         assert!(!format!("{:?}", b.cfg.nodes[0]).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn worker_names_and_default_ports() {
+        assert!(same_worker("AJP://127.0.0.1:8009/", "ajp://127.0.0.1"));
+        assert!(same_worker("http://[::1]:80", "http://[::1]"));
+        assert!(!same_worker("ajp://127.0.0.1:9100", "ajp://127.0.0.1"));
+        assert!(!same_worker("http://127.0.0.1:8009", "http://127.0.0.1"));
+        assert_eq!(worker_host_port("ajp://127.0.0.1"), Some((Some("127.0.0.1".parse().unwrap()), 8009)));
+        assert_eq!(worker_host_port("https://[::1]/x"), Some((Some("::1".parse().unwrap()), 443)));
+        assert_eq!(worker_host_port("ajp://h.example:9100/"), Some((None, 9100)));
+        assert_eq!(worker_host_port("fcgi://h"), None);
     }
 
     #[test]
