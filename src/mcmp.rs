@@ -46,10 +46,6 @@ fn general(msg: String) -> Error {
     Error::general(format!("GENERAL: {msg}"))
 }
 
-fn no_node(route: &str) -> Error {
-    Error::mem(format!("MEM: Can't read node with \"{route}\" JVMRoute"))
-}
-
 /// Handles one MCMP request in this child. `id` is what mod_manager reports
 /// as `id=` (the scoreboard's restart time).
 pub fn handle(method: &str, uri: &str, body: &[u8], id: i64) -> Reply {
@@ -60,7 +56,7 @@ pub fn handle(method: &str, uri: &str, body: &[u8], id: i64) -> Reply {
         return Reply::err(general("ProxyReversedMCMP is not configured: nodes cannot register".into()));
     };
     let Some(cmd) = Command::from_method(method) else {
-        return Reply::err(Error::syntax("SYNTAX: Command is not supported"));
+        return Reply::err(Error::command_not_supported());
     };
     let r = Receiver { child, cfg, reg: &reg, id };
     let reply = match cmd {
@@ -115,7 +111,7 @@ fn host_addr(host: &str) -> Option<IpAddr> {
 
 impl Receiver<'_> {
     fn find(&self, route: &str) -> Result<(usize, Entry), Error> {
-        self.reg.find_route(route).ok_or_else(|| no_node(route))
+        self.reg.find_route(route).ok_or_else(|| Error::node_not_found(route))
     }
 
     fn connections(&self, slot: usize) -> i64 {
@@ -191,7 +187,7 @@ impl Receiver<'_> {
             Ok(Registered::New(j)) => (j, true),
             Ok(Registered::Same(j)) => (j, false),
             Err(RegisterError::Exists) => {
-                return Err(Error::mem(format!("MEM: Node with \"{route}\" JVMRoute already exists")));
+                return Err(Error::node_exists(&route));
             }
             Err(RegisterError::Overlaps(other)) => {
                 return Err(general(format!("the ports {range} of node \"{route}\" overlap those of registered node \"{other}\"")));
