@@ -249,6 +249,9 @@ enum Event {
     Dialed {
         port: u16,
         id: u64,
+        /// When the dial began: a failure of a dial that was already in
+        /// flight when the port last failed is the same event.
+        started: Instant,
         result: Result<(), Fail>,
     },
     Used {
@@ -281,8 +284,11 @@ struct Port {
     port: u16,
     idle: Links,
     dialing: usize,
-    /// Consecutive failures (Net/Auth).
+    /// Consecutive failures (Net/Auth), one per backoff round: dials that
+    /// were in flight together and fail together count once.
     streak: u32,
+    /// When the last counted failure arrived.
+    last_fail: Option<Instant>,
     /// Refused with PoolFull/ShuttingDown since the last success.
     full: bool,
     /// Consecutive accepted connections that httpd closed right away (see QUICK_CLOSE);
@@ -382,6 +388,7 @@ impl Keeper {
                 idle: Links::default(),
                 dialing: 0,
                 streak: 0,
+                last_fail: None,
                 full: false,
                 quick: 0,
                 last_quick: None,
@@ -424,6 +431,7 @@ impl Keeper {
             self.agent.clone(),
             self.ports[i].port,
             self.next_id,
+            Instant::now(),
             self.tx.clone(),
             self.shutdown.clone(),
         ));
@@ -522,11 +530,20 @@ impl Keeper {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Dialed { port, id, result } => {
+            Event::Dialed { port, id, started, result } => {
                 let i = self.slot(port);
                 self.ports[i].dialing = self.ports[i].dialing.saturating_sub(1);
                 if result.is_ok() {
                     self.ports[i].idle.add(id);
+                }
+                let repeat = matches!(result, Err(Fail::Net(_) | Fail::Auth(_)))
+                    && self.ports[i].last_fail.is_some_and(|t| started <= t);
+                if repeat {
+                    // In flight together with a dial that failed already: the
+                    // backoff set then stands (escalating here made a port that
+                    // refused for a moment at start-up wait the longest backoff).
+                    debug!("{}: a dial begun before the last failure failed too; not counted", self.fe.addr(port));
+                    return;
                 }
                 self.on_dialed(i, result);
             }
@@ -681,6 +698,7 @@ impl Keeper {
             }
             Err(Fail::Net(msg)) => {
                 self.ports[i].streak += 1;
+                self.ports[i].last_fail = Some(now);
                 let streak = self.ports[i].streak;
                 let mut d = self.backoff(streak);
                 if let Some(probe) = self.live_range_probe() {
@@ -703,6 +721,7 @@ impl Keeper {
             }
             Err(Fail::Auth(msg)) => {
                 self.ports[i].streak += 1;
+                self.ports[i].last_fail = Some(now);
                 let streak = self.ports[i].streak;
                 // Retrying cannot fix a wrong secret soon: start around 1 s and grow to the cap.
                 let d = self
@@ -862,6 +881,7 @@ async fn dial_task(
     agent: Arc<Agent>,
     port: u16,
     id: u64,
+    started: Instant,
     tx: mpsc::UnboundedSender<Event>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -872,11 +892,11 @@ async fn dial_task(
     let (mut s, ping) = match r {
         Ok(s) => s,
         Err(f) => {
-            let _ = tx.send(Event::Dialed { port, id, result: Err(f) });
+            let _ = tx.send(Event::Dialed { port, id, started, result: Err(f) });
             return;
         }
     };
-    let _ = tx.send(Event::Dialed { port, id, result: Ok(()) });
+    let _ = tx.send(Event::Dialed { port, id, started, result: Ok(()) });
     let since = Instant::now();
     let first = match idle_wait(&mut s, ping, &mut shutdown).await {
         IdleEnd::Request(first) => first,
@@ -1098,7 +1118,7 @@ mod tests {
         let p = 9;
         for id in [1, 2] {
             k.ports[0].dialing += 1;
-            k.on_event(Event::Dialed { port: p, id, result: Ok(()) });
+            k.on_event(Event::Dialed { port: p, id, started: Instant::now(), result: Ok(()) });
         }
         assert_eq!(k.idle(), 2);
         // Link 1 is used, and a stray close of the same link follows (the old
@@ -1112,7 +1132,7 @@ mod tests {
         assert_eq!(k.idle(), 0);
         assert_eq!(k.stats.dead, 2);
         // A dial result arriving with nothing counted in flight does not wrap either.
-        k.on_event(Event::Dialed { port: p, id: 3, result: Err(Fail::Cancelled) });
+        k.on_event(Event::Dialed { port: p, id: 3, started: Instant::now(), result: Err(Fail::Cancelled) });
         assert_eq!(k.ports[0].dialing, 0);
     }
 
@@ -1182,6 +1202,32 @@ mod tests {
         assert!(st.dead >= 1, "{st:?}");
     }
 
+    /// The burst of issue 9: the agent started before httpd's children had
+    /// bound, all the dials it had in flight to one port were refused at
+    /// once, and each counted as one more failure: the port's backoff jumped
+    /// to the 5 s maximum within a millisecond, and the child that bound it
+    /// a moment later got no link for 5 s while others held all of them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dials_refused_together_count_once() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let (sd_tx, sd_rx) = watch::channel(false);
+        let keeper = tokio::spawn(run_frontend(one_port(port), 8, agent(Some(SECRET), 5000), sd_rx));
+        // httpd's child binds the port 50 ms later.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let t = Instant::now();
+        let (ctx, mut crx) = mpsc::unbounded_channel();
+        tokio::spawn(fake_httpd(l, SECRET, ctx, Arc::new(AtomicU64::new(0))));
+        let c = tokio::time::timeout(Duration::from_secs(5), crx.recv()).await.expect("no dial within 5 s").unwrap();
+        let waited = t.elapsed();
+        assert!(waited < Duration::from_millis(600), "the first link came {waited:?} after the port opened");
+        drop(c);
+        sd_tx.send(true).unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(3), keeper).await;
+    }
+
     #[test]
     fn keepalive_flag_parses() {
         assert_eq!(
@@ -1221,9 +1267,10 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         drop(l);
         let stats = keep_for(one_port(port), 8, agent(Some(SECRET), 400), Duration::from_millis(1500)).await;
-        // The first round dials 8 at once; then one probe at a time every ~400 ms
-        // (the cap): about 11 attempts in 1.5 s, never a flood.
-        assert!((8..=13).contains(&stats.dials), "{stats:?}");
+        // The first round dials 8 at once (their refusals count as one
+        // failure); then one probe at a time, 50, 100, 200 ms apart and then
+        // every ~400 ms (the cap): about 14 attempts in 1.5 s, never a flood.
+        assert!((10..=16).contains(&stats.dials), "{stats:?}");
         assert_eq!(stats.accepted, 0);
     }
 
