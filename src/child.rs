@@ -727,13 +727,14 @@ impl AcceptLoop {
     /// of a node whose sweep was asked for. The scan runs at a tenth of the
     /// shortest interval (10..100 ms), so a PING is at most that late.
     fn ping_scan(&mut self, now: Instant) {
-        let mut every = PING_SCAN_MAX;
+        // Without any node that pings, the upkeep tick is often enough.
+        let mut every = TICK;
         for i in 0..self.child.nodes.len() {
             let rt = &self.child.nodes[i];
             let sweep = rt.sweep.swap(false, SeqCst);
             let Some(node) = self.child.active(i) else { continue };
             let Some(interval) = node.live.ping else { continue };
-            every = every.min((interval / 10).max(PING_SCAN_MIN));
+            every = every.min((interval / 10).clamp(PING_SCAN_MIN, PING_SCAN_MAX));
             let suspect = if sweep { *lock(&rt.suspect) } else { None };
             let due = |c: &Idle| {
                 c.pingable && (now >= c.pinged + interval || suspect.is_some_and(|t| c.life <= t))
