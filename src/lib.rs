@@ -4,14 +4,24 @@
 //! crate owns the logic behind the narrow API of c-shim/rust_api.h:
 //! configuration (`config`), the per-child listeners, handshake and
 //! connection pools (`child`), and the shared status table (`stats`).
-//! All `unsafe` code is in `ffi`.
+//! Layers, top to bottom (a module imports only from layers below it):
+//! `exports` (the C API) → `api` (process-wide state) → `mcmp` (receiver) →
+//! `child` (queues, handoff) → `accept` (accept thread, handshakes, pings) →
+//! `status` (rendering) → `registry`, `stats` → `config`, `liveness` → `log`
+//! → `shim` (services of the C shim), `os` (system calls). `unsafe` is
+//! allowed only in `exports`, `shim` and `os`.
+#![deny(unsafe_code)]
 
+mod accept;
 mod api;
 mod child;
 mod config;
-mod ffi;
+mod exports;
 mod liveness;
 mod log;
 mod mcmp;
+mod os;
 mod registry;
+mod shim;
 mod stats;
+mod status;
