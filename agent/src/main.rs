@@ -2,6 +2,8 @@
 //! (mod_proxy_reversed) and splices them to a local backend once httpd writes a
 //! request into them, or answers itself (`--respond`).
 
+#![deny(unsafe_code)]
+
 use reversed_agent::{debug, error, info, warn};
 use reversed_agent::{logging, mcmp, pool, responder};
 

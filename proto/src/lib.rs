@@ -25,6 +25,8 @@
 //! other. The version is in the label and the ping parameters are in the
 //! transcript, so neither can be changed on the way without the proofs failing.
 
+#![deny(unsafe_code)]
+
 pub mod mcmp;
 
 use hmac::{Hmac, Mac};
