@@ -280,7 +280,7 @@ impl Keeper {
         if self.ports.iter().any(|p| p.idle.len() > 0) {
             self.last_live = Some(now);
         }
-        if !self.last_live.is_some_and(|t| now.duration_since(t) < RECENTLY_LIVE) {
+        if self.last_live.is_none_or(|t| now.duration_since(t) >= RECENTLY_LIVE) {
             return None;
         }
         let failing = self.ports.iter().filter(|p| p.streak > 0).count() as u32;
