@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use reversed_proto::{PingParams, PING, PONG};
 
-use crate::config::parse_duration;
+use crate::units::parse_duration;
 
 /// Every liveness setting, with its defaults. Durations of zero mean "never"
 /// where the key allows `0`/`off`.
