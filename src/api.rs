@@ -115,6 +115,14 @@ pub fn node_for_worker(name: &str) -> Option<usize> {
     with_builder(|b| b.cfg.node_for_worker(name))
 }
 
+/// Whether nodes can be registered at run time (ProxyReversedMCMP).
+pub fn nodes_dynamic() -> bool {
+    if let Some(c) = CHILD.get() {
+        return c.registry().is_some();
+    }
+    lock(&FROZEN).as_ref().is_some_and(|f| f.registry.is_some())
+}
+
 /// Changes whenever the registered nodes change (0 without ProxyReversedMCMP).
 pub fn nodes_gen() -> u32 {
     if let Some(c) = CHILD.get() {
