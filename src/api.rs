@@ -233,7 +233,7 @@ pub fn worker_reserved(name: &str) -> bool {
     let Some(c) = CHILD.get() else { return false };
     let Some((host, port)) = crate::config::worker_host_port(name) else { return false };
     let inside = |r: &crate::config::PortRange| {
-        (r.addr.is_unspecified() || host.map_or(true, |h| h == r.addr)) && (r.first..=r.last).contains(&port)
+        (r.addr.is_unspecified() || host.is_none_or(|h| h == r.addr)) && (r.first..=r.last).contains(&port)
     };
     c.cfg.nodes.iter().any(|n| inside(&n.range)) || c.cfg.mcmp.as_ref().is_some_and(|m| inside(&m.window))
 }
