@@ -687,20 +687,27 @@ static int prx_status_handler(request_rec *r)
 {
     size_t len = 0;
     char *doc;
-    int json;
+    int format = 0; /* text */
+    static const char *const types[] = {"text/plain; charset=utf-8", "application/json",
+                                        "text/plain; version=0.0.4; charset=utf-8"};
     if (!r->handler || strcmp(r->handler, "proxy-reversed-status") != 0) {
         return DECLINED;
     }
     if (r->method_number != M_GET) {
         return HTTP_METHOD_NOT_ALLOWED;
     }
-    json = r->args && (strcmp(r->args, "json") == 0 || strstr(r->args, "format=json") != NULL);
-    ap_set_content_type(r, json ? "application/json" : "text/plain; charset=utf-8");
+    if (r->args && (strcmp(r->args, "json") == 0 || strstr(r->args, "format=json") != NULL)) {
+        format = 1;
+    }
+    else if (r->args && (strcmp(r->args, "metrics") == 0 || strstr(r->args, "format=metrics") != NULL)) {
+        format = 2;
+    }
+    ap_set_content_type(r, types[format]);
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (r->header_only) {
         return OK;
     }
-    doc = prx_status_render(json, &len);
+    doc = prx_status_render(format, &len);
     if (doc) {
         ap_rwrite(doc, (int)len, r);
         prx_string_free(doc);

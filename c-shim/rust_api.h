@@ -129,8 +129,9 @@ void prx_cluster_observe(const char *method, const char *uri, const char *body, 
 /* Authenticated connections of a node, idle or in use, in all children. */
 int prx_node_connections(int node);
 
-/* Status page: a NUL-terminated text or JSON document (free with prx_string_free). */
-char *prx_status_render(int json, size_t *len);
+/* Status page: a NUL-terminated document (free with prx_string_free);
+ * format 0 text, 1 JSON, 2 Prometheus text exposition (version 0.0.4). */
+char *prx_status_render(int format, size_t *len);
 void prx_string_free(char *s);
 
 #endif

@@ -19,7 +19,7 @@ use crate::log;
 use crate::os::{self, EV_IN, EV_RDHUP};
 use crate::registry::Registry;
 use crate::shim;
-use crate::stats::{NodeStats, Table};
+use crate::stats::{NodeStats, Rejection, Retirement, Table};
 
 /// How often the accept thread does its upkeep (re-binding, error-state refresh).
 const TICK: Duration = Duration::from_millis(500);
@@ -110,7 +110,7 @@ enum Outcome {
     Pending,
     /// Pooled; true if the dialer answers PINGs.
     Accepted(bool),
-    Rejected(String),
+    Rejected(Rejection, String),
 }
 
 struct AcceptLoop {
@@ -299,7 +299,7 @@ impl AcceptLoop {
                     Err(e) => format!("ping not sent: {e}"),
                     _ => "ping not sent: the socket buffer is full".into(),
                 };
-                self.retire_idle(i, c, &why, true);
+                self.retire_idle(i, c, &why, Retirement::PingFailed);
             }
         }
     }
@@ -311,21 +311,18 @@ impl AcceptLoop {
         for t in late {
             if let Some(p) = self.probing.remove(&t) {
                 let why = format!("no pong within {} ms", p.deadline.duration_since(p.sent).as_millis());
-                self.retire_idle(p.node, p.idle, &why, true);
+                self.retire_idle(p.node, p.idle, &why, Retirement::PingFailed);
                 self.child.suspect_since(p.node, p.sent);
             }
         }
     }
 
     /// Takes a link out of service that was counted idle.
-    fn retire_idle(&self, i: usize, c: Idle, why: &str, ping_failed: bool) {
+    fn retire_idle(&self, i: usize, c: Idle, why: &str, reason: Retirement) {
         self.child.epoll.delete(&c.stream);
         let st = self.child.stats(i);
         st.idle.fetch_sub(1, Relaxed);
-        NodeStats::inc(&st.retired);
-        if ping_failed {
-            NodeStats::inc(&st.ping_failed);
-        }
+        st.retire(reason);
         log::info(4, || {
             format!(
                 "node {}: idle connection from {} retired: {why}",
@@ -341,7 +338,7 @@ impl AcceptLoop {
         let mut b = [0u8; 16];
         loop {
             match (&p.idle.stream).read(&mut b) {
-                Ok(0) => return self.retire_idle(p.node, p.idle, "closed by the dialer", false),
+                Ok(0) => return self.retire_idle(p.node, p.idle, "closed by the dialer", Retirement::DialerClosed),
                 Ok(n) => {
                     p.got.extend_from_slice(&b[..n]);
                     if p.got.len() >= proto::PONG.len() {
@@ -351,7 +348,7 @@ impl AcceptLoop {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return self.retire_idle(p.node, p.idle, &format!("read error: {e}"), false),
+                Err(e) => return self.retire_idle(p.node, p.idle, &format!("read error: {e}"), Retirement::Error),
             }
         }
         if p.got.len() < proto::PONG.len() && proto::PONG.starts_with(&p.got) {
@@ -359,14 +356,14 @@ impl AcceptLoop {
             return;
         }
         if p.got != proto::PONG {
-            return self.retire_idle(p.node, p.idle, "answered a ping with something else than a pong", false);
+            return self.retire_idle(p.node, p.idle, "answered a ping with something else than a pong", Retirement::Protocol);
         }
         let i = p.node;
         let rt = &self.child.nodes[i];
         let mut idle = p.idle;
         idle.life = Instant::now();
         if self.child.active(i).is_none() {
-            return self.retire_idle(i, idle, "the node was removed", false);
+            return self.retire_idle(i, idle, "the node was removed", Retirement::NodeRemoved);
         }
         let was_empty = {
             let mut q = lock(&rt.idle);
@@ -412,14 +409,7 @@ impl AcceptLoop {
             for c in &drained {
                 self.child.epoll.delete(&c.stream);
             }
-            let st = self.child.stats(i);
-            for c in [&st.accepted, &st.rejected, &st.retired, &st.ping_failed] {
-                c.store(0, Relaxed);
-            }
-            st.idle.store(0, Relaxed);
-            st.bound.store(0, Relaxed);
-            st.port.store(0, Relaxed);
-            st.last_accept_ms.store(0, Relaxed);
+            self.child.stats(i).reset();
             drop(drained);
             self.child.nodes[i].cond.notify_all();
             match self.child.desc(i) {
@@ -512,15 +502,15 @@ impl AcceptLoop {
         }
     }
 
-    fn reject(&self, i: usize, peer: SocketAddr, why: &str) {
-        NodeStats::inc(&self.child.stats(i).rejected);
+    fn reject(&self, i: usize, peer: SocketAddr, reason: Rejection, why: &str) {
+        self.child.stats(i).reject(reason);
         log::info(8, || format!("node {}: rejected dialer {peer}: {why}", self.child.name(i)));
     }
 
     fn admit(&mut self, i: usize, stream: TcpStream, peer: SocketAddr) {
         let Some(node) = self.child.active(i) else { return };
         if !node.allows(peer.ip()) {
-            self.reject(i, peer, "source address not in allow=");
+            self.reject(i, peer, Rejection::NotAllowed, "source address not in allow=");
             return;
         }
         if stream.set_nonblocking(true).is_err() {
@@ -562,7 +552,7 @@ impl AcceptLoop {
         for t in late {
             if let Some(s) = self.shakes.remove(&t) {
                 self.child.epoll.delete(&s.stream);
-                self.reject(s.node, s.peer, "handshake not completed in time");
+                self.reject(s.node, s.peer, Rejection::Timeout, "handshake not completed in time");
             }
         }
     }
@@ -574,16 +564,16 @@ impl AcceptLoop {
             Outcome::Pending => {
                 self.shakes.insert(tok, s);
             }
-            Outcome::Rejected(why) => {
+            Outcome::Rejected(reason, why) => {
                 self.child.epoll.delete(&s.stream);
-                self.reject(s.node, s.peer, &why);
+                self.reject(s.node, s.peer, reason, &why);
             }
             Outcome::Accepted(pingable) => {
                 let (node, peer) = (s.node, s.peer);
                 let idle_tok = token(K_IDLE, node, tok);
                 if self.child.epoll.modify(&s.stream, EV_IN | EV_RDHUP, idle_tok).is_ok() {
                     if let Err(why) = self.pool_registered(node, s.stream, peer, idle_tok, pingable) {
-                        self.reject(node, peer, &why);
+                        self.reject(node, peer, Rejection::PoolFull, &why);
                     }
                 }
             }
@@ -593,13 +583,13 @@ impl AcceptLoop {
     /// Reads what has arrived and advances the handshake.
     fn step(&mut self, s: &mut Shake) -> Outcome {
         let Some(node) = self.child.active(s.node) else {
-            return Outcome::Rejected("the node was removed".into());
+            return Outcome::Rejected(Rejection::ShuttingDown, "the node was removed".into());
         };
         let node: &Node = &node;
         let mut tmp = [0u8; 256];
         loop {
             match s.stream.read(&mut tmp) {
-                Ok(0) => return Outcome::Rejected("closed during the handshake".into()),
+                Ok(0) => return Outcome::Rejected(Rejection::Closed, "closed during the handshake".into()),
                 Ok(n) => {
                     s.buf.extend_from_slice(&tmp[..n]);
                     if s.buf.len() > proto::hello_len(proto::MAX_NODE_LEN) {
@@ -608,7 +598,7 @@ impl AcceptLoop {
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Outcome::Rejected(format!("read error during the handshake: {e}")),
+                Err(e) => return Outcome::Rejected(Rejection::Error, format!("read error during the handshake: {e}")),
             }
         }
         match s.stage {
@@ -619,7 +609,7 @@ impl AcceptLoop {
                     Err(e) => {
                         let v = if s.buf.get(4) == Some(&proto::VERSION_2) { proto::VERSION_2 } else { proto::VERSION_1 };
                         let _ = s.stream.write(&proto::encode_refusal(v, proto::Refusal::BadHello));
-                        return Outcome::Rejected(format!("malformed hello: {e}"));
+                        return Outcome::Rejected(Rejection::Malformed, format!("malformed hello: {e}"));
                     }
                 };
                 if hello.version == proto::VERSION_1 && !node.live.v1 {
@@ -630,22 +620,22 @@ impl AcceptLoop {
                         self.last_v1_warn[s.node] = Some(now);
                         log::warn(10, &format!("node '{}': refused dialer {}: {why}", node.name, s.peer));
                     }
-                    return Outcome::Rejected(why.into());
+                    return Outcome::Rejected(Rejection::Version, why.into());
                 }
                 if hello.node != node.name.as_bytes() {
                     let _ = s.stream.write(&proto::encode_refusal(hello.version, proto::Refusal::WrongNode));
-                    return Outcome::Rejected(format!(
+                    return Outcome::Rejected(Rejection::WrongNode, format!(
                         "it named node '{}' on a port of node '{}'",
                         String::from_utf8_lossy(&hello.node),
                         node.name
                     ));
                 }
                 if used != s.buf.len() {
-                    return Outcome::Rejected("bytes after the hello, before the challenge".into());
+                    return Outcome::Rejected(Rejection::Malformed, "bytes after the hello, before the challenge".into());
                 }
                 let server_nonce = match proto::nonce() {
                     Ok(n) => n,
-                    Err(e) => return Outcome::Rejected(e.to_string()),
+                    Err(e) => return Outcome::Rejected(Rejection::Error, e.to_string()),
                 };
                 let ping = if hello.version >= proto::VERSION_2 { node.live.params() } else { proto::PingParams::OFF };
                 let t = proto::Transcript {
@@ -657,7 +647,7 @@ impl AcceptLoop {
                 };
                 let msg = proto::encode_challenge_ok(&t, &t.server_proof(&node.secret));
                 if !matches!(s.stream.write(&msg), Ok(n) if n == msg.len()) {
-                    return Outcome::Rejected("could not send the challenge".into());
+                    return Outcome::Rejected(Rejection::Error, "could not send the challenge".into());
                 }
                 s.buf.clear();
                 s.stage = Stage::Proof { version: hello.version, client_nonce: hello.client_nonce, server_nonce, ping };
@@ -689,8 +679,16 @@ impl AcceptLoop {
                 let sent = matches!(s.stream.write(&[verdict as u8]), Ok(1));
                 match verdict {
                     proto::Verdict::Accepted if sent => Outcome::Accepted(ping.enabled()),
-                    proto::Verdict::Accepted => Outcome::Rejected("could not send the verdict".into()),
-                    v => Outcome::Rejected(v.describe().into()),
+                    proto::Verdict::Accepted => Outcome::Rejected(Rejection::Error, "could not send the verdict".into()),
+                    v => Outcome::Rejected(
+                        match v {
+                            proto::Verdict::BadProof => Rejection::BadProof,
+                            proto::Verdict::PoolFull => Rejection::PoolFull,
+                            proto::Verdict::ShuttingDown => Rejection::ShuttingDown,
+                            _ => Rejection::Malformed,
+                        },
+                        v.describe().into(),
+                    ),
                 }
             }
         }
@@ -701,7 +699,7 @@ impl AcceptLoop {
         if self.child.epoll.add(&stream, EV_IN | EV_RDHUP, tok).is_err() {
             return Err(());
         }
-        self.pool_registered(i, stream, peer, tok, false).map_err(|why| self.reject(i, peer, &why))
+        self.pool_registered(i, stream, peer, tok, false).map_err(|why| self.reject(i, peer, Rejection::PoolFull, &why))
     }
 
     fn pool_registered(&self, i: usize, stream: TcpStream, peer: SocketAddr, tok: u64, pingable: bool) -> Result<(), String> {
@@ -743,7 +741,7 @@ impl AcceptLoop {
             self.child.epoll.delete(&c.stream);
             let st = self.child.stats(i);
             st.idle.fetch_sub(1, Relaxed);
-            NodeStats::inc(&st.retired);
+            st.retire(Retirement::DialerClosed);
             log::debug(12, || {
                 format!(
                     "node {}: idle connection from {} closed or spoke out of turn; retired",

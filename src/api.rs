@@ -204,16 +204,31 @@ pub fn link_reusable(node: usize, fd: i32) -> bool {
     CHILD.get().is_some_and(|c| c.link_reusable(node, fd))
 }
 
-pub fn status_render(json: bool) -> String {
-    match CHILD.get() {
-        Some(c) => crate::status::render(c, json),
-        None => {
-            if json {
-                "{\"children\":[]}\n".into()
-            } else {
-                "mod_proxy_reversed: no reversed nodes in this process\n".into()
-            }
+/// What the status handler asked for (`prx_status_render`'s `format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusFormat {
+    Text,
+    Json,
+    Metrics,
+}
+
+impl StatusFormat {
+    pub fn from_code(code: i32) -> StatusFormat {
+        match code {
+            1 => StatusFormat::Json,
+            2 => StatusFormat::Metrics,
+            _ => StatusFormat::Text,
         }
+    }
+}
+
+pub fn status_render(format: StatusFormat) -> String {
+    match (CHILD.get(), format) {
+        (Some(c), StatusFormat::Metrics) => crate::metrics::render(c),
+        (Some(c), f) => crate::status::render(c, f == StatusFormat::Json),
+        (None, StatusFormat::Json) => "{\"children\":[]}\n".into(),
+        (None, StatusFormat::Metrics) => String::new(),
+        (None, StatusFormat::Text) => "mod_proxy_reversed: no reversed nodes in this process\n".into(),
     }
 }
 

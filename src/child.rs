@@ -17,7 +17,7 @@ use crate::os::{Epoll, EventFd, EV_IN};
 use crate::liveness;
 use crate::log;
 use crate::registry::{self, Registry};
-use crate::stats::{NodeStats, Table};
+use crate::stats::{NodeStats, Retirement, Table};
 
 // epoll tokens: kind in the top byte, node in the next two, an id below.
 pub(crate) const K_WAKE: u64 = 1;
@@ -309,6 +309,20 @@ impl Child {
     /// retired, the node's other idle links are pinged at once by the accept
     /// thread, and the request takes a link that answered or a new one.
     pub fn take(&self, i: usize, wait: Duration) -> Option<TcpStream> {
+        let t0 = Instant::now();
+        let got = self.take_within(i, wait);
+        // Requests only: a retry (no wait) does not count.
+        if !wait.is_zero() {
+            let st = self.stats(i);
+            st.observe_wait(t0.elapsed());
+            if got.is_none() {
+                NodeStats::inc(&st.unavailable);
+            }
+        }
+        got
+    }
+
+    fn take_within(&self, i: usize, wait: Duration) -> Option<TcpStream> {
         if self.down.load(Relaxed) {
             return None;
         }
@@ -328,14 +342,14 @@ impl Child {
                 self.epoll.delete(&c.stream);
                 st.idle.fetch_sub(1, Relaxed);
                 if !idle_is_alive(&c.stream) {
-                    NodeStats::inc(&st.retired);
+                    st.retire(Retirement::DialerClosed);
                     log::debug(21, || format!("node {}: discarded an idle connection the dialer had closed", self.name(i)));
                     continue;
                 }
                 let check = c.pingable && live.verify.is_some_and(|v| c.life.elapsed() >= v);
                 if !check {
                     if c.stream.set_nonblocking(false).is_err() {
-                        NodeStats::inc(&st.retired);
+                        st.retire(Retirement::Error);
                         continue;
                     }
                     st.busy.fetch_add(1, Relaxed);
@@ -354,8 +368,7 @@ impl Child {
                         return Some(c.stream);
                     }
                     Err(why) => {
-                        NodeStats::inc(&st.retired);
-                        NodeStats::inc(&st.ping_failed);
+                        st.retire(Retirement::PingFailed);
                         log::info(22, || {
                             format!(
                                 "node {}: idle connection from {} failed its check before use ({why}); retired, pinging the others",
@@ -392,6 +405,7 @@ impl Child {
             }
             if !told_wait {
                 told_wait = true;
+                NodeStats::inc(&st.waited);
                 log::debug(24, || {
                 format!(
                     "node {}: a request waits for an idle link in child {} (port {}, {} idle, {} requests waiting)",
@@ -448,7 +462,7 @@ impl Child {
         }
         let st = self.stats(i);
         st.busy.fetch_sub(1, Relaxed);
-        NodeStats::inc(&st.retired);
+        st.retire(Retirement::AfterUse);
     }
 
     /// A hard stop closes the listeners at once. A graceful one lets the

@@ -7,7 +7,8 @@
 //! Layers, top to bottom; a module imports only from layers below it
 //! (tests/layering.rs checks this on every test run):
 //! `exports` (the C API) → `mcmp` (the MCMP receiver) → `api` (process-wide
-//! state) → `status` (the status page) → `accept` (accept thread, handshakes,
+//! state) → `status` (the status page) → `metrics` (its Prometheus
+//! exposition) → `accept` (accept thread, handshakes,
 //! pings) → `child` (per-child queues and handoff) → `registry` (MCMP nodes
 //! shared by the children) → `config` → `liveness` → `stats` → `log` →
 //! `units` → `shim` (services of the C shim) → `os` (system calls).
@@ -22,6 +23,7 @@ mod exports;
 mod liveness;
 mod log;
 mod mcmp;
+mod metrics;
 mod os;
 mod registry;
 mod shim;

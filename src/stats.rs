@@ -2,6 +2,7 @@
 //! generation, so that the status page of any child shows every child.
 
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::os::{self, SharedArray};
 
@@ -22,6 +23,107 @@ pub struct NodeStats {
     pub ping_failed: AtomicU64,
     /// When this child last authenticated a connection of the node (ms since the epoch).
     pub last_accept_ms: AtomicU64,
+    /// Failed handshakes by reason (`Rejection`); their sum is `rejected`.
+    pub rejected_by: [AtomicU64; Rejection::ALL.len()],
+    /// Retired links by reason (`Retirement`); their sum is `retired`.
+    pub retired_by: [AtomicU64; Retirement::ALL.len()],
+    /// Requests that found no usable idle link at once and waited.
+    pub waited: AtomicU64,
+    /// Requests that got no link within the node's wait (answered 503).
+    pub unavailable: AtomicU64,
+    /// The wait of every request for a link, in `WAIT_BUCKETS_MS` (not
+    /// cumulative: a wait counts in the first bucket that holds it; longer
+    /// ones only in `wait_count`), their number and their sum.
+    pub wait_buckets: [AtomicU64; WAIT_BUCKETS_MS.len()],
+    pub wait_count: AtomicU64,
+    pub wait_sum_us: AtomicU64,
+}
+
+/// Upper bounds of the wait histogram's buckets, milliseconds.
+pub const WAIT_BUCKETS_MS: [u64; 12] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/// Why a handshake failed (a bounded label set for the metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    NotAllowed,
+    Timeout,
+    Closed,
+    Malformed,
+    Version,
+    WrongNode,
+    BadProof,
+    PoolFull,
+    ShuttingDown,
+    Error,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 10] = [
+        Rejection::NotAllowed,
+        Rejection::Timeout,
+        Rejection::Closed,
+        Rejection::Malformed,
+        Rejection::Version,
+        Rejection::WrongNode,
+        Rejection::BadProof,
+        Rejection::PoolFull,
+        Rejection::ShuttingDown,
+        Rejection::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::NotAllowed => "not_allowed",
+            Rejection::Timeout => "timeout",
+            Rejection::Closed => "closed",
+            Rejection::Malformed => "malformed",
+            Rejection::Version => "version",
+            Rejection::WrongNode => "wrong_node",
+            Rejection::BadProof => "bad_proof",
+            Rejection::PoolFull => "pool_full",
+            Rejection::ShuttingDown => "shutting_down",
+            Rejection::Error => "error",
+        }
+    }
+}
+
+/// Why a link left service (a bounded label set for the metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retirement {
+    /// mod_proxy closed it after one or more requests.
+    AfterUse,
+    /// A PING (periodic, or the check before use) got no PONG in time.
+    PingFailed,
+    /// The dialer closed it while it was idle.
+    DialerClosed,
+    /// The dialer sent something else than a PONG while it was idle.
+    Protocol,
+    /// A socket error.
+    Error,
+    /// Its node was removed (MCMP REMOVE-APP).
+    NodeRemoved,
+}
+
+impl Retirement {
+    pub const ALL: [Retirement; 6] = [
+        Retirement::AfterUse,
+        Retirement::PingFailed,
+        Retirement::DialerClosed,
+        Retirement::Protocol,
+        Retirement::Error,
+        Retirement::NodeRemoved,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Retirement::AfterUse => "after_use",
+            Retirement::PingFailed => "ping_failed",
+            Retirement::DialerClosed => "dialer_closed",
+            Retirement::Protocol => "protocol",
+            Retirement::Error => "error",
+            Retirement::NodeRemoved => "node_removed",
+        }
+    }
 }
 
 crate::zero_shareable!(Slot);
@@ -29,6 +131,48 @@ crate::zero_shareable!(Slot);
 impl NodeStats {
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
+    }
+
+    /// A handshake failed.
+    pub fn reject(&self, why: Rejection) {
+        Self::inc(&self.rejected);
+        Self::inc(&self.rejected_by[why as usize]);
+    }
+
+    /// A link left service (idle or used).
+    pub fn retire(&self, why: Retirement) {
+        Self::inc(&self.retired);
+        Self::inc(&self.retired_by[why as usize]);
+        if why == Retirement::PingFailed {
+            Self::inc(&self.ping_failed);
+        }
+    }
+
+    /// A request waited `d` for a link (got one or not).
+    pub fn observe_wait(&self, d: Duration) {
+        let ms = d.as_micros().div_ceil(1000);
+        if let Some(b) = WAIT_BUCKETS_MS.iter().position(|&le| ms <= le as u128) {
+            Self::inc(&self.wait_buckets[b]);
+        }
+        Self::inc(&self.wait_count);
+        self.wait_sum_us.fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    /// Every counter and gauge but `busy` back to zero (a new process in the
+    /// slot, a removed node whose used links may still finish).
+    pub fn reset(&self) {
+        for c in [&self.accepted, &self.rejected, &self.retired, &self.ping_failed, &self.last_accept_ms] {
+            c.store(0, Relaxed);
+        }
+        for c in [&self.waited, &self.unavailable, &self.wait_count, &self.wait_sum_us] {
+            c.store(0, Relaxed);
+        }
+        for c in self.rejected_by.iter().chain(&self.retired_by).chain(&self.wait_buckets) {
+            c.store(0, Relaxed);
+        }
+        self.idle.store(0, Relaxed);
+        self.port.store(0, Relaxed);
+        self.bound.store(0, Relaxed);
     }
 }
 
@@ -64,14 +208,8 @@ impl Table {
                 let free = cur == 0 || (pass == 1 && !os::pid_alive(cur));
                 if free && s.pid.compare_exchange(cur, pid, Relaxed, Relaxed).is_ok() {
                     for n in &s.nodes {
-                        for c in [&n.accepted, &n.rejected, &n.retired, &n.ping_failed] {
-                            c.store(0, Relaxed);
-                        }
-                        n.idle.store(0, Relaxed);
+                        n.reset();
                         n.busy.store(0, Relaxed);
-                        n.port.store(0, Relaxed);
-                        n.bound.store(0, Relaxed);
-                        n.last_accept_ms.store(0, Relaxed);
                     }
                     return Some(i);
                 }
@@ -153,5 +291,26 @@ mod tests {
         assert_eq!(live(&[&s], 0), 0);
         n.idle.store(3, Relaxed);
         assert_eq!(live(&[&s], 0), 3);
+    }
+
+    #[test]
+    fn reasons_add_up_and_waits_land_in_their_bucket() {
+        let s = Slot::default();
+        let n = &s.nodes[0];
+        n.retire(Retirement::PingFailed);
+        n.retire(Retirement::AfterUse);
+        n.reject(Rejection::BadProof);
+        assert_eq!((n.retired.load(Relaxed), n.ping_failed.load(Relaxed), n.rejected.load(Relaxed)), (2, 1, 1));
+        assert_eq!(n.retired_by[Retirement::AfterUse as usize].load(Relaxed), 1);
+        assert_eq!(n.rejected_by[Rejection::BadProof as usize].load(Relaxed), 1);
+        n.observe_wait(Duration::from_micros(300));
+        n.observe_wait(Duration::from_millis(30));
+        n.observe_wait(Duration::from_secs(20));
+        let b: Vec<u64> = n.wait_buckets.iter().map(|c| c.load(Relaxed)).collect();
+        assert_eq!(b, [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(n.wait_count.load(Relaxed), 3);
+        assert_eq!(n.wait_sum_us.load(Relaxed), 20_030_300);
+        n.reset();
+        assert_eq!((n.retired.load(Relaxed), n.wait_count.load(Relaxed)), (0, 0));
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// Top to bottom, as src/lib.rs states it.
 const LAYERS: &[&str] = &[
-    "exports", "mcmp", "api", "status", "accept", "child", "registry", "config", "liveness", "stats", "log", "units",
+    "exports", "mcmp", "api", "status", "metrics", "accept", "child", "registry", "config", "liveness", "stats", "log", "units",
     "shim", "os",
 ];
 const UNSAFE_ALLOWED: &[&str] = &["exports", "shim", "os"];
