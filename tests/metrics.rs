@@ -173,3 +173,110 @@ fn module_metrics_count_what_happened() {
     assert_eq!(m.must("proxy_reversed_connections_retired_total", &[("node", "web1"), ("reason", "after_use")]), 5.0);
     eprintln!("FIGURE metrics | module: accepted {accepted}, dead1 wait sum {sum:.3} s over 3 requests");
 }
+
+fn scrape_agent(port: u16) -> Samples {
+    let r = get(&format!("http://127.0.0.1:{port}/metrics")).expect("GET the agent's /metrics");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Content-Type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    parse_with_python(&r.text())
+}
+
+#[test]
+fn agent_metrics_follow_dials_splices_and_registration() {
+    // A node registered through MCMP: 4 ports, of which the one child binds one.
+    let first = free_ports(4);
+    let last = first + 3;
+    let b = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD).module("env_module", "mod_env.so");
+    let secret = b.secret("secret", SECRET);
+    let h = b
+        .conf(&format!(
+            "ProxyReversedMCMP 127.0.0.1:{first}-{last} ports=4 wait=1s\n\
+             ProxyReversedNodeSecret node1 {}\n\
+             <Proxy \"balancer://mycluster\">\n    ProxySet growth=4\n</Proxy>\n\
+             ProxyPass \"/app/\" \"balancer://mycluster/\"\n\
+             <Location \"/app/\">\n    SetEnv proxy-nokeepalive 1\n</Location>\n\
+             <Location \"/mcmp\">\n    SetHandler proxy-reversed-mcmp\n</Location>\n{STATUS_LOCATION}",
+            secret.display()
+        ))
+        .start();
+    // The backend: the agent's responder on a listening socket (an ordinary HTTP server).
+    let backend_port = free_port();
+    let _backend = Agent::spawn(
+        Some(h.dir()),
+        &["--respond".into(), "--listen".into(), format!("127.0.0.1:{backend_port}")],
+    );
+    // A second front end where nothing listens: its dials fail and back off.
+    let dead_port = free_port();
+    let metrics_port = free_port();
+    let fe1 = format!("127.0.0.1:{first}-{last}");
+    let fe2 = format!("127.0.0.1:{dead_port}");
+    let mut args = AgentArgs::backend("node1", Some(&secret), &fe1, &format!("127.0.0.1:{backend_port}")).idle(2);
+    args.frontends.push(fe2.clone());
+    args.extra = ["--mcmp", &h.url("/mcmp"), "--type", "http", "--status-interval", "1", "--max-backoff-ms", "60000"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--metrics-listen".to_string(), format!("127.0.0.1:{metrics_port}")])
+        .collect();
+    let _agent = args.spawn(Some(h.dir()));
+
+    assert!(
+        wait_until(Duration::from_secs(10), || get(&h.url("/app/hello")).is_ok_and(|r| r.status == 200)),
+        "the registered node never served /app/"
+    );
+    for i in 0..3 {
+        let r = get(&h.url(&format!("/app/x/{i}"))).expect("GET /app/");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), 1024, "the responder's default body");
+    }
+
+    let fe1l = [("frontend", fe1.as_str())];
+    let fe2l = [("frontend", fe2.as_str())];
+    let dead = dead_port.to_string();
+    let dead_l = [("frontend", fe2.as_str()), ("port", dead.as_str())];
+    let mut m = Samples::default();
+    let settled = wait_until(Duration::from_secs(10), || {
+        m = scrape_agent(metrics_port);
+        m.get("reversed_agent_idle_connections_current", &fe1l) == Some(2.0)
+            && m.get("reversed_agent_used_connections_current", &fe1l) == Some(0.0)
+            && m.get("reversed_agent_splices_total", &[("result", "done")]) == Some(4.0)
+            && m.get("reversed_agent_port_failures", &dead_l).is_some_and(|v| v >= 2.0)
+            && m.get("reversed_agent_port_backoff_seconds", &dead_l).is_some_and(|v| v > 0.0)
+            && m.get("reversed_agent_mcmp_state_ok", &[("receiver", &h.url("/mcmp"))]) == Some(1.0)
+    });
+    assert!(settled, "agent metrics did not settle: {m:#?}");
+    assert_eq!(m.must("reversed_agent_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
+    assert_eq!(m.must("reversed_agent_idle_connections_target", &fe1l), 2.0);
+    assert_eq!(m.must("reversed_agent_idle_connections_current", &fe2l), 0.0);
+    // 2 at start, one replacement for each of the 4 requests (the first one
+    // included), maybe one more while httpd's child refused at first.
+    let ok = m.must("reversed_agent_dials_total", &[("frontend", &fe1), ("result", "accepted"), ("reason", "ok")]);
+    assert!((6.0..=8.0).contains(&ok), "accepted dials of {fe1}: {ok}");
+    let failed = m.must("reversed_agent_dials_total", &[("frontend", &fe2), ("result", "failed"), ("reason", "network")]);
+    assert!(failed >= 2.0, "failed dials of {fe2}: {failed}");
+    assert_eq!(m.must("reversed_agent_dials_total", &[("frontend", &fe2), ("result", "accepted"), ("reason", "ok")]), 0.0);
+    assert_eq!(m.must("reversed_agent_dials_total", &[("frontend", &fe1), ("result", "failed"), ("reason", "auth")]), 0.0);
+    // Four responses of 1024 bytes each (plus their heads) went to httpd.
+    let down = m.must("reversed_agent_spliced_bytes_total", &[("direction", "to_httpd")]);
+    let up = m.must("reversed_agent_spliced_bytes_total", &[("direction", "to_backend")]);
+    assert!(down > 4.0 * 1024.0 && down < 4.0 * 2048.0, "bytes to httpd: {down}");
+    assert!(up > 4.0 * 16.0, "bytes to the backend: {up}");
+    assert_eq!(m.must("reversed_agent_splices_total", &[("result", "backend_unreachable")]), 0.0);
+    let rcv = [("receiver", h.url("/mcmp"))];
+    let rcv: Vec<(&str, &str)> = rcv.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(m.must("reversed_agent_mcmp_registered", &rcv), 1.0);
+    let load = m.must("reversed_agent_mcmp_load", &rcv);
+    assert!((1.0..=100.0).contains(&load), "load {load}");
+    let mut st = rcv.clone();
+    st.extend([("message", "status"), ("result", "ok")]);
+    assert!(m.must("reversed_agent_mcmp_messages_total", &st) >= 1.0);
+
+    // The module's view of the registered node.
+    let mm = scrape(&h);
+    let n = [("node", "node1"), ("balancer", "mycluster")];
+    // Live: the idle links, plus one for a link authenticated in the last 2 s.
+    let live = mm.must("proxy_reversed_mcmp_node_live_connections", &n);
+    assert!((2.0..=3.0).contains(&live), "live links of node1: {live}");
+    assert_eq!(mm.must("proxy_reversed_idle_connections_current", &[("node", "node1")]), 2.0);
+    assert_eq!(mm.must("proxy_reversed_connections_retired_total", &[("node", "node1"), ("reason", "after_use")]), 4.0);
+    eprintln!("FIGURE metrics | agent: {ok} accepted dials, {failed} failed, {down} bytes to httpd, {up} to the backend");
+}

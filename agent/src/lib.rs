@@ -10,6 +10,7 @@ pub mod ajp;
 pub mod handshake;
 pub mod http1;
 pub mod mcmp;
+pub mod metrics;
 pub mod pool;
 pub mod responder;
 pub mod splice;

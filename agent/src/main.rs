@@ -5,7 +5,7 @@
 #![deny(unsafe_code)]
 
 use reversed_agent::{debug, error, info, warn};
-use reversed_agent::{logging, mcmp, pool, responder};
+use reversed_agent::{logging, mcmp, metrics, pool, responder};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -159,6 +159,10 @@ options! {
         /// acknowledged for this long fails the link; 0 keeps the kernel's default [default: 30].
         #[arg(long, value_name = "SECS")]
         user_timeout: Option<u64>,
+        /// Serve Prometheus metrics (text format 0.0.4) on GET /metrics at IP:PORT,
+        /// e.g. 127.0.0.1:9464 [default: off].
+        #[arg(long, value_name = "IP:PORT")]
+        metrics_listen: Option<String>,
     }
 }
 
@@ -204,6 +208,7 @@ struct Settings {
     listen: Option<String>,
     mcmp: Option<McmpSettings>,
     tcp: pool::TcpOpts,
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, PartialEq)]
@@ -371,7 +376,12 @@ fn settings(cli: Options) -> Result<Settings, String> {
         Some(_) => return Err("--user-timeout must be between 0 and 3600 seconds".into()),
         None => {}
     }
+    let metrics_listen = match o.metrics_listen {
+        Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|_| format!("invalid --metrics-listen {a:?}: expected IP:PORT"))?),
+        None => None,
+    };
     Ok(Settings {
+        metrics_listen,
         frontends,
         node,
         secret_file,
@@ -479,8 +489,21 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
         max_backoff: s.max_backoff,
         busy: busy.clone(),
         tcp: s.tcp,
+        metrics: metrics::Metrics::new(),
     });
     let (sd_tx, sd_rx) = watch::channel(false);
+    if let Some(addr) = s.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                info!("metrics on http://{addr}/metrics");
+                tokio::spawn(metrics::serve(l, agent.metrics.clone(), sd_rx.clone()));
+            }
+            Err(e) => {
+                error!("cannot listen on {addr} for metrics: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     if let (Some(addr), Mode::Respond(cfg)) = (&s.listen, &agent.mode) {
         match tokio::net::TcpListener::bind(addr.as_str()).await {
             Ok(l) => {
@@ -530,7 +553,10 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
             let tasks: Vec<_> = m
                 .receivers
                 .iter()
-                .map(|r| tokio::spawn(mcmp::run(ms.clone(), load.clone(), r.clone(), stop_rx.clone())))
+                .map(|r| {
+                    let m = agent.metrics.mcmp(&r.to_string());
+                    tokio::spawn(mcmp::run(ms.clone(), load.clone(), r.clone(), m, stop_rx.clone()))
+                })
                 .collect();
             Some((ms, stop_tx, tasks))
         }

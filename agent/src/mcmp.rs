@@ -341,7 +341,13 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 }
 
 /// Keeps the node registered with one receiver until `stop` turns true.
-pub async fn run(s: Arc<Settings>, load: Arc<LoadSource>, rcv: Receiver, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    s: Arc<Settings>,
+    load: Arc<LoadSource>,
+    rcv: Receiver,
+    m: Arc<crate::metrics::McmpMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
     let node = &s.registration.node;
     let status_path = mcmp::request_path(&rcv.path, false);
     let mut backoff = Backoff::new(s.backoff_min, s.backoff_max);
@@ -355,6 +361,7 @@ pub async fn run(s: Arc<Settings>, load: Arc<LoadSource>, rcv: Receiver, mut sto
             _ = stop.wait_for(|v| *v) => return,
         };
         if let Err((cmd, f)) = reg {
+            m.register_failed();
             let d = backoff.next();
             info!("mcmp {rcv}: registration of node {node} failed: {cmd} {f}; retrying in {} ms", d.as_millis());
             if !pause(d, &mut stop).await {
@@ -362,6 +369,7 @@ pub async fn run(s: Arc<Settings>, load: Arc<LoadSource>, rcv: Receiver, mut sto
             }
             continue;
         }
+        m.registered();
         let r = &s.registration;
         info!(
             "mcmp {rcv}: registered node {node} (Host={} Port={} Type={}{}{}, Reversed=true)",
@@ -387,6 +395,7 @@ pub async fn run(s: Arc<Settings>, load: Arc<LoadSource>, rcv: Receiver, mut sto
                 Ok(reply) => {
                     backoff.reset();
                     let ok = !reply.body.contains("State=NOTOK");
+                    m.status_ok(l, ok);
                     if ok != last_state_ok {
                         if ok {
                             info!("mcmp {rcv}: httpd reports node {node} reachable again (State=OK)");
@@ -398,6 +407,7 @@ pub async fn run(s: Arc<Settings>, load: Arc<LoadSource>, rcv: Receiver, mut sto
                     debug!("mcmp {rcv}: STATUS Load={l}: {}", reply.body.trim_end());
                 }
                 Err(f) => {
+                    m.status_failed();
                     let d = backoff.next();
                     if matches!(&f, Failure::Mcmp(e) if e.kind == mcmp::ErrorType::Mem) {
                         info!("mcmp {rcv}: httpd does not know node {node} (STATUS {f}); registering again in {} ms", d.as_millis());

@@ -16,12 +16,20 @@ static BACKEND_DOWN: AtomicBool = AtomicBool::new(false);
 /// Connects to `backend`, writes `first` (the request bytes already read from
 /// httpd), then copies both ways until the exchange ends. If the backend cannot
 /// be reached the httpd connection is closed (httpd answers 502/503).
-pub async fn run(httpd: TcpStream, first: Vec<u8>, backend: &str) {
+/// Returns the bytes copied (to the backend, to httpd), or None when the
+/// backend could not be reached.
+pub async fn run(httpd: TcpStream, first: Vec<u8>, backend: &str) -> Option<(u64, u64)> {
     let be = match tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(backend)).await
     {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return backend_down(backend, &e.to_string()),
-        Err(_) => return backend_down(backend, "connect timed out"),
+        Ok(Err(e)) => {
+            backend_down(backend, &e.to_string());
+            return None;
+        }
+        Err(_) => {
+            backend_down(backend, "connect timed out");
+            return None;
+        }
     };
     if BACKEND_DOWN.swap(false, Ordering::Relaxed) {
         info!("backend {backend} is reachable again");
@@ -29,6 +37,7 @@ pub async fn run(httpd: TcpStream, first: Vec<u8>, backend: &str) {
     let _ = be.set_nodelay(true);
     let (up, down) = pump(httpd, be, &first).await;
     debug!("spliced connection finished: {up} bytes to the backend, {down} bytes to httpd");
+    Some((up, down))
 }
 
 fn backend_down(backend: &str, why: &str) {

@@ -190,7 +190,8 @@ fn spawn_registrar(s: Arc<Settings>, load: Arc<LoadSource>) -> (watch::Sender<bo
     let h = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let rcv = s.receivers[0].clone();
-        rt.block_on(mcmp::run(s, load, rcv, rx));
+        let m = reversed_agent::metrics::Metrics::new().mcmp(&rcv.to_string());
+        rt.block_on(mcmp::run(s, load, rcv, m, rx));
     });
     (tx, h)
 }

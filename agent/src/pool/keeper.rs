@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::link::dial_task;
 use super::{shutdown_begun, Agent, Close, Event, Fail, FrontEnd, Stats};
+use crate::metrics::{Dial, FrontMetrics, IdleClose, PortState};
 
 const BACKOFF_START: Duration = Duration::from_millis(50);
 /// Authentication failures back off as if this many more failures had happened (50 ms << 4 = 800 ms).
@@ -96,6 +97,7 @@ impl Jitter {
 
 struct Keeper {
     fe: Arc<FrontEnd>,
+    metrics: Arc<FrontMetrics>,
     agent: Arc<Agent>,
     target: usize,
     ports: Vec<Port>,
@@ -127,6 +129,7 @@ pub async fn run_frontend(
             break;
         }
         k.fill();
+        k.publish();
         let wake = k.next_wake();
         tokio::select! {
             biased;
@@ -168,6 +171,7 @@ impl Keeper {
             })
             .collect();
         Keeper {
+            metrics: agent.metrics.front(&fe.to_string(), target),
             fe: Arc::new(fe),
             agent,
             target,
@@ -185,6 +189,17 @@ impl Keeper {
         }
     }
 
+    /// The idle count and each port's backoff state, for the metrics.
+    fn publish(&self) {
+        self.metrics.set_idle(self.idle());
+        self.metrics.set_ports(self.ports.iter().map(|p| PortState {
+            port: p.port,
+            failures: p.streak,
+            full: p.full,
+            next_allowed: p.next_allowed,
+        }));
+    }
+
     fn idle(&self) -> usize {
         self.ports.iter().map(|p| p.idle.len()).sum()
     }
@@ -200,6 +215,7 @@ impl Keeper {
         self.next_id += 1;
         tokio::spawn(dial_task(
             self.fe.clone(),
+            self.metrics.clone(),
             self.agent.clone(),
             self.ports[i].port,
             self.next_id,
@@ -305,6 +321,14 @@ impl Keeper {
             Event::Dialed { port, id, started, result } => {
                 let i = self.slot(port);
                 self.ports[i].dialing = self.ports[i].dialing.saturating_sub(1);
+                self.metrics.dialed(match &result {
+                    Ok(()) => Dial::Accepted,
+                    Err(Fail::Net(_)) => Dial::Network,
+                    Err(Fail::Auth(_)) => Dial::Auth,
+                    Err(Fail::Busy(what)) if *what == reversed_proto::Verdict::PoolFull.describe() => Dial::PoolFull,
+                    Err(Fail::Busy(_)) => Dial::ShuttingDown,
+                    Err(Fail::Cancelled) => Dial::Cancelled,
+                });
                 if result.is_ok() {
                     self.ports[i].idle.add(id);
                 }
@@ -333,6 +357,12 @@ impl Keeper {
                 let i = self.slot(port);
                 if !self.ports[i].idle.remove(id) {
                     debug!("{}: link {id} closed but not counted idle", self.fe.addr(port));
+                }
+                match why {
+                    Close::ByHttpd => self.metrics.idle_closed(IdleClose::ByHttpd),
+                    Close::Dead => self.metrics.idle_closed(IdleClose::Dead),
+                    Close::Garbage => self.metrics.idle_closed(IdleClose::Garbage),
+                    Close::ByUs => {}
                 }
                 match why {
                     Close::ByUs => return,

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::tcp::set_sockopts;
 use super::{shutdown_begun, Agent, Close, Event, Fail, FrontEnd, Mode};
+use crate::metrics::FrontMetrics;
 use crate::handshake::{self, HandshakeError};
 use crate::responder;
 
@@ -141,8 +142,10 @@ async fn idle_wait(s: &mut TcpStream, ping: PingParams, shutdown: &mut watch::Re
 
 /// Dials one connection, reports the result, waits idle for a request, then
 /// splices or responds.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn dial_task(
     fe: Arc<FrontEnd>,
+    fm: Arc<FrontMetrics>,
     agent: Arc<Agent>,
     port: u16,
     id: u64,
@@ -172,9 +175,10 @@ pub(super) async fn dial_task(
     };
     // Busy before the pool learns about it, so that shutdown cannot miss it.
     let _guard = agent.busy.enter();
+    let _counted = fm.busy();
     let _ = tx.send(Event::Used { port, id });
     match &agent.mode {
-        Mode::Splice { backend } => crate::splice::run(s, first, backend).await,
+        Mode::Splice { backend } => agent.metrics.spliced(crate::splice::run(s, first, backend).await),
         Mode::Respond(cfg) => responder::serve(s, first, cfg, shutdown).await,
     }
 }

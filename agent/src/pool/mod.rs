@@ -85,6 +85,7 @@ pub struct Agent {
     pub max_backoff: Duration,
     pub busy: Arc<Busy>,
     pub tcp: TcpOpts,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

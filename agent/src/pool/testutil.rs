@@ -22,6 +22,7 @@ pub(super) fn agent(secret: Option<&[u8]>, max_backoff_ms: u64) -> Arc<Agent> {
         max_backoff: Duration::from_millis(max_backoff_ms),
         busy: Arc::new(Busy::default()),
         tcp: TcpOpts::default(),
+        metrics: crate::metrics::Metrics::new(),
     })
 }
 
