@@ -19,6 +19,7 @@
 #include "apr_optional.h"
 #include "apr_thread_mutex.h"
 #include "scoreboard.h"
+#include "mod_status.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -715,6 +716,24 @@ static int prx_status_handler(request_rec *r)
     return OK;
 }
 
+/* mod_status's hook: with ExtendedStatus On, a section per node on
+ * /server-status (an HTML table, or "?auto" lines in mod_proxy's indexed
+ * style). The text comes from Rust. */
+static int prx_mod_status_hook(request_rec *r, int flags)
+{
+    size_t len = 0;
+    char *doc;
+    if (!(flags & AP_STATUS_EXTENDED)) {
+        return OK;
+    }
+    doc = prx_status_fragment((flags & AP_STATUS_SHORT) ? 1 : 0, &len);
+    if (doc) {
+        ap_rwrite(doc, (int)len, r);
+        prx_string_free(doc);
+    }
+    return OK;
+}
+
 /* ------------------------------------------------------------------ */
 /* MCMP receiver                                                       */
 /* ------------------------------------------------------------------ */
@@ -856,6 +875,7 @@ static void prx_register_hooks(apr_pool_t *p)
 #endif
     proxy_hook_scheme_handler(prx_scheme_handler, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_handler(prx_status_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ap, status_hook, prx_mod_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(prx_mcmp_handler, NULL, NULL, APR_HOOK_MIDDLE);
     prx_cluster_register_hooks(p);
 }

@@ -132,6 +132,10 @@ int prx_node_connections(int node);
 /* Status page: a NUL-terminated document (free with prx_string_free);
  * format 0 text, 1 JSON, 2 Prometheus text exposition (version 0.0.4). */
 char *prx_status_render(int format, size_t *len);
+/* mod_status (ExtendedStatus On): this module's section of /server-status,
+ * summed per node over the children; short_form 1: the "?auto" lines
+ * (ProxyReversedNode[i]Name: ...), 0: an HTML table. Free with prx_string_free. */
+char *prx_status_fragment(int short_form, size_t *len);
 void prx_string_free(char *s);
 
 #endif

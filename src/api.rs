@@ -204,6 +204,11 @@ pub fn link_reusable(node: usize, fd: i32) -> bool {
     CHILD.get().is_some_and(|c| c.link_reusable(node, fd))
 }
 
+/// mod_status's section (see status::mod_status); empty in a process without nodes.
+pub fn status_fragment(short: bool) -> String {
+    CHILD.get().map(|c| crate::status::mod_status(c, short)).unwrap_or_default()
+}
+
 /// What the status handler asked for (`prx_status_render`'s `format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusFormat {

@@ -221,10 +221,22 @@ pub extern "C" fn prx_status_render(format: c_int, len: *mut usize) -> *mut c_ch
 }
 
 #[no_mangle]
+pub extern "C" fn prx_status_fragment(short_form: c_int, len: *mut usize) -> *mut c_char {
+    guard(std::ptr::null_mut(), || {
+        let c = std::ffi::CString::new(api::status_fragment(short_form != 0)).unwrap_or_default();
+        if !len.is_null() {
+            // SAFETY: the shim passes a pointer to a local size_t.
+            unsafe { *len = c.as_bytes().len() };
+        }
+        c.into_raw()
+    })
+}
+
+#[no_mangle]
 pub extern "C" fn prx_string_free(s: *mut c_char) {
     guard((), || {
         if !s.is_null() {
-            // SAFETY: `s` came from CString::into_raw in prx_status_render and is freed once.
+            // SAFETY: `s` came from CString::into_raw in prx_status_render or prx_status_fragment and is freed once.
             drop(unsafe { std::ffi::CString::from_raw(s) });
         }
     })

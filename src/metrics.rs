@@ -15,21 +15,33 @@ use crate::child::Child;
 use crate::registry;
 use crate::stats::{self, Rejection, Retirement, Slot, WAIT_BUCKETS_MS};
 
+/// One node's numbers summed over the children (also mod_status's table).
 #[derive(Debug, Default)]
-struct NodeSnap {
-    name: String,
-    bound_children: u64,
-    idle: i64,
-    busy: i64,
-    accepted: u64,
-    rejected_by: [u64; Rejection::ALL.len()],
-    retired_by: [u64; Retirement::ALL.len()],
-    ping_failed: u64,
-    waited: u64,
-    unavailable: u64,
-    wait_buckets: [u64; WAIT_BUCKETS_MS.len()],
-    wait_count: u64,
-    wait_sum_us: u64,
+pub(crate) struct NodeSnap {
+    pub name: String,
+    pub worker: String,
+    pub range: String,
+    pub bound_children: u64,
+    pub idle: i64,
+    pub busy: i64,
+    pub accepted: u64,
+    pub rejected_by: [u64; Rejection::ALL.len()],
+    pub retired_by: [u64; Retirement::ALL.len()],
+    pub ping_failed: u64,
+    pub waited: u64,
+    pub unavailable: u64,
+    pub wait_buckets: [u64; WAIT_BUCKETS_MS.len()],
+    pub wait_count: u64,
+    pub wait_sum_us: u64,
+}
+
+impl NodeSnap {
+    pub fn rejected(&self) -> u64 {
+        self.rejected_by.iter().sum()
+    }
+    pub fn retired(&self) -> u64 {
+        self.retired_by.iter().sum()
+    }
 }
 
 /// A per-node series: name, help, how to read it from a node's snapshot.
@@ -56,11 +68,17 @@ fn add(to: &mut [u64], from: &[AtomicU64]) {
     }
 }
 
-fn snapshot(child: &Child, slots: &[&Slot]) -> Snapshot {
+/// Every active node's numbers, summed over `slots`.
+pub(crate) fn node_totals(child: &Child, slots: &[&Slot]) -> Vec<NodeSnap> {
     let mut nodes = Vec::new();
     for i in 0..child.node_count() {
         let Some(node) = child.active(i) else { continue };
-        let mut n = NodeSnap { name: node.name.clone(), ..NodeSnap::default() };
+        let mut n = NodeSnap {
+            name: node.name.clone(),
+            worker: node.worker_url.clone(),
+            range: node.range.to_string(),
+            ..NodeSnap::default()
+        };
         for s in slots {
             let st = &s.nodes[i];
             n.bound_children += (st.bound.load(Relaxed) != 0) as u64;
@@ -78,6 +96,11 @@ fn snapshot(child: &Child, slots: &[&Slot]) -> Snapshot {
         }
         nodes.push(n);
     }
+    nodes
+}
+
+fn snapshot(child: &Child, slots: &[&Slot]) -> Snapshot {
+    let nodes = node_totals(child, slots);
     let mut registered = Vec::new();
     if let Some(reg) = child.registry() {
         let base = child.registered_base();

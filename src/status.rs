@@ -1,7 +1,8 @@
 //! The status page (`SetHandler proxy-reversed-status`): plain text, or JSON
 //! (serde_json) with `?json`. One row per live child and node, read from the
 //! shared table once per page (one liveness check per slot, whatever the
-//! number of nodes), plus the nodes registered through MCMP.
+//! number of nodes), plus the nodes registered through MCMP. Also the
+//! section this module adds to mod_status's /server-status.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -124,5 +125,82 @@ fn render_text(child: &Child, slots: &[&Slot]) -> String {
             }
         }
     }
+    out
+}
+
+/// Text for HTML, with the five characters that matter escaped.
+pub(crate) fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// mod_status's section (ExtendedStatus On): `short` gives the `?auto` lines,
+/// in mod_proxy's indexed style (`ProxyReversedNode[0]Name: app1`), else an
+/// HTML table, one row per node summed over the children.
+pub fn mod_status(child: &Child, short: bool) -> String {
+    let nodes = child.with_children(|slots| crate::metrics::node_totals(child, slots));
+    let mut out = String::new();
+    if short {
+        out.push_str(&format!("ProxyReversedNodes: {}\n", nodes.len()));
+        for (i, n) in nodes.iter().enumerate() {
+            let p = format!("ProxyReversedNode[{i}]");
+            for (k, v) in [
+                ("Name", n.name.clone()),
+                ("Worker", n.worker.clone()),
+                ("Range", n.range.clone()),
+                ("BoundChildren", n.bound_children.to_string()),
+                ("Idle", n.idle.to_string()),
+                ("Busy", n.busy.to_string()),
+                ("Accepted", n.accepted.to_string()),
+                ("Rejected", n.rejected().to_string()),
+                ("Retired", n.retired().to_string()),
+                ("PingFailed", n.ping_failed.to_string()),
+                ("Waited", n.waited.to_string()),
+                ("Unavailable", n.unavailable.to_string()),
+            ] {
+                out.push_str(&format!("{p}{k}: {v}\n"));
+            }
+        }
+        return out;
+    }
+    out.push_str("<hr />\n<h2 id=\"proxy-reversed\">Reversed links (mod_proxy_reversed)</h2>\n");
+    if nodes.is_empty() {
+        out.push_str("<p>No reversed nodes.</p>\n");
+        return out;
+    }
+    out.push_str(
+        "<table border=\"1\" class=\"proxy-reversed\">\n<tr><th>Node</th><th>Worker</th><th>Range</th>\
+         <th>Children bound</th><th>Idle</th><th>Busy</th><th>Accepted</th><th>Rejected</th>\
+         <th>Retired</th><th>Ping failed</th><th>Waited</th><th>503</th></tr>\n",
+    );
+    for n in &nodes {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape_html(&n.name),
+            escape_html(&n.worker),
+            escape_html(&n.range),
+            n.bound_children,
+            n.idle,
+            n.busy,
+            n.accepted,
+            n.rejected(),
+            n.retired(),
+            n.ping_failed,
+            n.waited,
+            n.unavailable
+        ));
+    }
+    out.push_str("</table>\n");
     out
 }
