@@ -21,6 +21,7 @@
 #include "scoreboard.h"
 #include "mod_status.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
@@ -689,8 +690,11 @@ static int prx_status_handler(request_rec *r)
     size_t len = 0;
     char *doc;
     int format = 0; /* text */
+    int refresh = 10;
+    const char *accept, *q;
     static const char *const types[] = {"text/plain; charset=utf-8", "application/json",
-                                        "text/plain; version=0.0.4; charset=utf-8"};
+                                        "text/plain; version=0.0.4; charset=utf-8",
+                                        "text/html; charset=utf-8"};
     if (!r->handler || strcmp(r->handler, "proxy-reversed-status") != 0) {
         return DECLINED;
     }
@@ -703,12 +707,28 @@ static int prx_status_handler(request_rec *r)
     else if (r->args && (strcmp(r->args, "metrics") == 0 || strstr(r->args, "format=metrics") != NULL)) {
         format = 2;
     }
+    else if (r->args && (strncmp(r->args, "html", 4) == 0 || strstr(r->args, "format=html") != NULL)) {
+        format = 3;
+    }
+    else if (!r->args && (accept = apr_table_get(r->headers_in, "Accept")) != NULL
+             && strstr(accept, "text/html") != NULL) {
+        /* A browser asking for the bare URL gets the HTML page. */
+        format = 3;
+    }
+    if (!r->args) {
+        apr_table_mergen(r->headers_out, "Vary", "Accept");
+    }
+    if (format == 3) {
+        if (r->args && (q = strstr(r->args, "refresh=")) != NULL) {
+            refresh = atoi(q + 8);
+        }
+    }
     ap_set_content_type(r, types[format]);
     apr_table_setn(r->headers_out, "Cache-Control", "no-store");
     if (r->header_only) {
         return OK;
     }
-    doc = prx_status_render(format, &len);
+    doc = prx_status_render(format, refresh, &len);
     if (doc) {
         ap_rwrite(doc, (int)len, r);
         prx_string_free(doc);

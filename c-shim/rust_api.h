@@ -130,8 +130,9 @@ void prx_cluster_observe(const char *method, const char *uri, const char *body, 
 int prx_node_connections(int node);
 
 /* Status page: a NUL-terminated document (free with prx_string_free);
- * format 0 text, 1 JSON, 2 Prometheus text exposition (version 0.0.4). */
-char *prx_status_render(int format, size_t *len);
+ * format 0 text, 1 JSON, 2 Prometheus text exposition (version 0.0.4),
+ * 3 HTML (with a meta refresh every refresh_s seconds unless 0). */
+char *prx_status_render(int format, int refresh_s, size_t *len);
 /* mod_status (ExtendedStatus On): this module's section of /server-status,
  * summed per node over the children; short_form 1: the "?auto" lines
  * (ProxyReversedNode[i]Name: ...), 0: an HTML table. Free with prx_string_free. */

@@ -215,6 +215,7 @@ pub enum StatusFormat {
     Text,
     Json,
     Metrics,
+    Html,
 }
 
 impl StatusFormat {
@@ -222,14 +223,17 @@ impl StatusFormat {
         match code {
             1 => StatusFormat::Json,
             2 => StatusFormat::Metrics,
+            3 => StatusFormat::Html,
             _ => StatusFormat::Text,
         }
     }
 }
 
-pub fn status_render(format: StatusFormat) -> String {
+pub fn status_render(format: StatusFormat, refresh_s: u32) -> String {
     match (CHILD.get(), format) {
         (Some(c), StatusFormat::Metrics) => crate::metrics::render(c),
+        (Some(c), StatusFormat::Html) => crate::status::render_html(c, refresh_s),
+        (None, StatusFormat::Html) => "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mod_proxy_reversed status</title></head><body><p>mod_proxy_reversed: no reversed nodes in this process</p></body></html>\n".into(),
         (Some(c), f) => crate::status::render(c, f == StatusFormat::Json),
         (None, StatusFormat::Json) => "{\"children\":[]}\n".into(),
         (None, StatusFormat::Metrics) => String::new(),

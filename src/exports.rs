@@ -208,9 +208,9 @@ pub extern "C" fn prx_link_reusable(node: c_int, fd: c_int) -> c_int {
 }
 
 #[no_mangle]
-pub extern "C" fn prx_status_render(format: c_int, len: *mut usize) -> *mut c_char {
+pub extern "C" fn prx_status_render(format: c_int, refresh_s: c_int, len: *mut usize) -> *mut c_char {
     guard(std::ptr::null_mut(), || {
-        let doc = api::status_render(api::StatusFormat::from_code(format));
+        let doc = api::status_render(api::StatusFormat::from_code(format), refresh_s.clamp(0, 86_400) as u32);
         let c = std::ffi::CString::new(doc).unwrap_or_default();
         if !len.is_null() {
             // SAFETY: the shim passes a pointer to a local size_t.

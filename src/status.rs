@@ -18,6 +18,102 @@ pub fn render(child: &Child, json: bool) -> String {
     child.with_children(|slots| if json { render_json(child, slots) } else { render_text(child, slots) })
 }
 
+/// The HTML page: readable without JavaScript; `refresh_s` > 0 reloads it
+/// every that many seconds (a meta refresh, as balancer-manager pages do).
+pub fn render_html(child: &Child, refresh_s: u32) -> String {
+    child.with_children(|slots| html(child, slots, refresh_s))
+}
+
+fn html(child: &Child, slots: &[&Slot], refresh_s: u32) -> String {
+    let nodes: Vec<_> = (0..child.node_count()).filter_map(|i| child.active(i).map(|n| (i, n))).collect();
+    let totals = crate::metrics::node_totals(child, slots);
+    let mut o = String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    if refresh_s > 0 {
+        o.push_str(&format!("<meta http-equiv=\"refresh\" content=\"{refresh_s}\">\n"));
+    }
+    o.push_str(
+        "<title>mod_proxy_reversed status</title>\n<style>\n\
+         body{font-family:sans-serif;margin:1em 2em;color:#222}\n\
+         table{border-collapse:collapse;margin:.5em 0 1.5em}\n\
+         th,td{border:1px solid #999;padding:.2em .6em;text-align:right}\n\
+         th{background:#e8e8f0}td.name,th.name{text-align:left}\n\
+         tr.unbound td{color:#a00}tr.warn td{background:#fff3f0}\n\
+         </style>\n</head>\n<body>\n<h1>mod_proxy_reversed status</h1>\n",
+    );
+    o.push_str(&format!(
+        "<p id=\"summary\">{} children, {} nodes{}. Also as <a href=\"?json\">JSON</a>, <a href=\"?metrics\">Prometheus metrics</a>, <a href=\"?text\">text</a>.</p>\n",
+        slots.len(),
+        nodes.len(),
+        if refresh_s > 0 { format!("; this page reloads every {refresh_s} s") } else { String::new() }
+    ));
+    o.push_str("<h2>Nodes</h2>\n<table id=\"nodes\">\n<tr><th class=\"name\">node</th><th class=\"name\">worker</th><th class=\"name\">range</th><th>children bound</th><th>idle</th><th>busy</th><th>accepted</th><th>rejected</th><th>retired</th><th>ping failed</th><th>waited</th><th>503</th></tr>\n");
+    for n in &totals {
+        let cls = if n.idle == 0 { " class=\"warn\"" } else { "" };
+        o.push_str(&format!(
+            "<tr{cls} data-node=\"{0}\"><td class=\"name\">{0}</td><td class=\"name\">{1}</td><td class=\"name\">{2}</td><td>{3}</td><td class=\"idle\">{4}</td><td class=\"busy\">{5}</td><td>{6}</td><td>{7}</td><td>{8}</td><td>{9}</td><td>{10}</td><td class=\"unavailable\">{11}</td></tr>\n",
+            escape_html(&n.name),
+            escape_html(&n.worker),
+            escape_html(&n.range),
+            n.bound_children,
+            n.idle,
+            n.busy,
+            n.accepted,
+            n.rejected(),
+            n.retired(),
+            n.ping_failed,
+            n.waited,
+            n.unavailable
+        ));
+    }
+    o.push_str("</table>\n<h2>Per child</h2>\n<table id=\"children\">\n<tr><th>pid</th><th class=\"name\">node</th><th>port</th><th>idle</th><th>busy</th><th>accepted</th><th>rejected</th><th>retired</th><th>ping failed</th></tr>\n");
+    for s in slots {
+        for (i, node) in &nodes {
+            let st = &s.nodes[*i];
+            let bound = st.bound.load(Relaxed) != 0;
+            o.push_str(&format!(
+                "<tr{}><td>{}</td><td class=\"name\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                if bound { "" } else { " class=\"unbound\"" },
+                s.pid.load(Relaxed),
+                escape_html(&node.name),
+                if bound { st.port.load(Relaxed).to_string() } else { "unbound".into() },
+                st.idle.load(Relaxed).max(0),
+                st.busy.load(Relaxed).max(0),
+                st.accepted.load(Relaxed),
+                st.rejected.load(Relaxed),
+                st.retired.load(Relaxed),
+                st.ping_failed.load(Relaxed),
+            ));
+        }
+    }
+    o.push_str("</table>\n");
+    let entries = registered(child);
+    if child.registry().is_some() {
+        let base = child.registered_base();
+        o.push_str("<h2>Registered through MCMP</h2>\n<table id=\"registered\">\n<tr><th class=\"name\">node</th><th class=\"name\">balancer</th><th class=\"name\">worker</th><th class=\"name\">range</th><th>load</th><th>live</th><th class=\"name\">contexts</th></tr>\n");
+        for (j, e) in &entries {
+            let ctx: Vec<String> = e
+                .apps
+                .list
+                .iter()
+                .map(|(st, al, c)| format!("{} ({}; {})", escape_html(c), st.as_str(), escape_html(&al.join(", "))))
+                .collect();
+            o.push_str(&format!(
+                "<tr><td class=\"name\">{}</td><td class=\"name\">{}</td><td class=\"name\">{}</td><td class=\"name\">{}</td><td>{}</td><td>{}</td><td class=\"name\">{}</td></tr>\n",
+                escape_html(&e.route),
+                escape_html(&e.balancer),
+                escape_html(&e.worker_url()),
+                range_of(e),
+                e.load,
+                stats::live(slots, base + j),
+                ctx.join("<br>")
+            ));
+        }
+        o.push_str("</table>\n");
+    }
+    o.push_str("</body>\n</html>\n");
+    o
+}
+
 fn registered(child: &Child) -> Vec<(usize, registry::Entry)> {
     match child.registry() {
         Some(reg) => reg.entries().into_iter().filter(|(_, e)| e.state == registry::ACTIVE).collect(),
