@@ -88,6 +88,11 @@ options! {
         #[arg(long, value_name = "FILE")]
         #[serde(skip)]
         config: Option<PathBuf>,
+        /// Check FILE (as --config, with the other flags given) and the secret
+        /// file it names, print the outcome and exit: 0 valid, 2 not.
+        #[arg(long, value_name = "FILE")]
+        #[serde(skip)]
+        check_config: Option<PathBuf>,
         /// httpd front end and its port range, e.g. 127.0.0.1:9000-9003 or HOST:PORT (repeatable).
         #[arg(long = "frontend", value_name = "HOST:FIRST-LAST")]
         #[serde(alias = "frontend")]
@@ -395,8 +400,41 @@ fn settings(cli: Options) -> Result<Settings, String> {
     })
 }
 
+/// `--check-config FILE`: the settings `--config FILE` would give, and
+/// the secret file they name; the outcome on stdout (valid) or stderr.
+fn check_config(mut cli: Options) -> ExitCode {
+    let file = cli.check_config.take().unwrap_or_default();
+    cli.config = Some(file.clone());
+    let checked = settings(cli).and_then(|s| match &s.secret_file {
+        Some(p) => reversed_proto::load_secret(p).map(|_| s).map_err(|e| e.to_string()),
+        None => Ok(s),
+    });
+    match checked {
+        Ok(s) => {
+            println!(
+                "{}: OK: node {}, {} front ends ({}), {} idle connections each{}",
+                file.display(),
+                s.node,
+                s.frontends.len(),
+                s.frontends.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", "),
+                s.idle,
+                s.metrics_listen.map(|a| format!(", metrics on {a}")).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("reversed-agent: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let s = match settings(Options::parse()) {
+    let cli = Options::parse();
+    if cli.check_config.is_some() {
+        return check_config(cli);
+    }
+    let s = match settings(cli) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("reversed-agent: {e}");
@@ -912,8 +950,8 @@ status_interval = 7
             .collect();
         assert!(flags.contains(&"config") && flags.contains(&"user-timeout"), "{flags:?}");
         for long in &flags {
-            if *long == "config" {
-                assert!(!keys.contains(&"config"), "a config file cannot name another");
+            if *long == "config" || *long == "check-config" {
+                assert!(!keys.contains(&"config") && !keys.contains(&"check_config"), "a config file cannot name another");
                 continue;
             }
             assert!(keys.contains(&key_of(long).as_str()), "--{long} has no config file key {:?}", key_of(long));
