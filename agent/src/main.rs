@@ -80,7 +80,7 @@ macro_rules! options {
 options! {
     /// Dials authenticated reversed connections into httpd (mod_proxy_reversed) and
     /// splices them to a local backend. Command-line flags override the config file.
-    #[derive(Parser, Deserialize, Debug, Default)]
+    #[derive(Parser, Deserialize, Debug, Default, Clone)]
     #[command(name = "reversed-agent", version)]
     #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
     struct Options {
@@ -434,7 +434,7 @@ fn main() -> ExitCode {
     if cli.check_config.is_some() {
         return check_config(cli);
     }
-    let s = match settings(cli) {
+    let s = match settings(cli.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("reversed-agent: {e}");
@@ -474,10 +474,100 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    rt.block_on(run(s, secret))
+    rt.block_on(run(cli, s, secret))
 }
 
-async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
+/// The keeper of one front end, with its own stop and idle target (a reload
+/// changes them).
+struct Front {
+    fe: pool::FrontEnd,
+    stop: watch::Sender<bool>,
+    target: watch::Sender<usize>,
+    task: tokio::task::JoinHandle<pool::Stats>,
+}
+
+fn start_front(fe: &pool::FrontEnd, idle: usize, agent: &Arc<Agent>) -> Front {
+    let (stop, stop_rx) = watch::channel(false);
+    let (target, target_rx) = watch::channel(idle);
+    let task = tokio::spawn(pool::run_frontend_watch(fe.clone(), target_rx, agent.clone(), stop_rx));
+    Front { fe: fe.clone(), stop, target, task }
+}
+
+/// SIGHUP: reads the configuration again (the command line over `--config`).
+/// Front ends may come and go and `idle` may change: a removed front end's
+/// idle links close, its busy ones finish; the log level applies at once.
+/// Anything else needs a restart: then, or when the file is not valid, the
+/// running configuration stays and the error says why.
+fn reload(cli: &Options, cur: &mut Settings, fronts: &mut Vec<Front>, agent: &Arc<Agent>) {
+    let new = match settings(cli.clone()) {
+        Ok(n) => n,
+        Err(e) => {
+            error!("SIGHUP: configuration refused, the running one stays: {e}");
+            return;
+        }
+    };
+    if let Some(p) = &new.secret_file {
+        if let Err(e) = reversed_proto::load_secret(p) {
+            error!("SIGHUP: configuration refused, the running one stays: {e}");
+            return;
+        }
+    }
+    let fixed: Vec<&str> = [
+        ("node", cur.node != new.node),
+        ("secret_file", cur.secret_file != new.secret_file),
+        ("backend/respond/echo/body_size", cur.mode != new.mode),
+        ("max_backoff_ms", cur.max_backoff != new.max_backoff),
+        ("listen", cur.listen != new.listen),
+        ("mcmp settings", cur.mcmp != new.mcmp),
+        ("keepalive/user_timeout", cur.tcp != new.tcp),
+        ("metrics_listen", cur.metrics_listen != new.metrics_listen),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(k, _)| k)
+    .collect();
+    if !fixed.is_empty() {
+        error!(
+            "SIGHUP: {} cannot change while the agent runs (restart it); the running configuration stays",
+            fixed.join(", ")
+        );
+        return;
+    }
+    if new.log_level != cur.log_level {
+        logging::set_level(new.log_level);
+        cur.log_level = new.log_level;
+    }
+    let mut removed = Vec::new();
+    fronts.retain(|f| {
+        let keep = new.frontends.contains(&f.fe);
+        if !keep {
+            let _ = f.stop.send(true);
+            removed.push(f.fe.to_string());
+        }
+        keep
+    });
+    for f in fronts.iter() {
+        let _ = f.target.send(new.idle);
+    }
+    let mut added = Vec::new();
+    for fe in &new.frontends {
+        if !fronts.iter().any(|f| f.fe == *fe) {
+            fronts.push(start_front(fe, new.idle, agent));
+            added.push(fe.to_string());
+        }
+    }
+    info!(
+        "SIGHUP: configuration reloaded: front ends {} (added: {}; removed: {}), {} idle connections per front end",
+        new.frontends.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", "),
+        if added.is_empty() { "none".to_string() } else { added.join(", ") },
+        if removed.is_empty() { "none".to_string() } else { removed.join(", ") },
+        new.idle
+    );
+    cur.frontends = new.frontends;
+    cur.idle = new.idle;
+}
+
+async fn run(cli: Options, mut s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let (mode, mode_desc) = match &s.mode {
         ModeSetting::Splice(b) => (
@@ -509,11 +599,12 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
         if secret.is_some() { "hmac" } else { "none" },
         s.max_backoff.as_millis()
     );
-    let (mut term, mut int) = match (
+    let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(t), Ok(i)) => (t, i),
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
         _ => {
             error!("cannot install signal handlers");
             return ExitCode::from(1);
@@ -554,18 +645,7 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
             }
         }
     }
-    let keepers: Vec<_> = s
-        .frontends
-        .iter()
-        .map(|fe| {
-            tokio::spawn(pool::run_frontend(
-                fe.clone(),
-                s.idle,
-                agent.clone(),
-                sd_rx.clone(),
-            ))
-        })
-        .collect();
+    let mut fronts: Vec<Front> = s.frontends.iter().map(|fe| start_front(fe, s.idle, &agent)).collect();
     let registrars = match &s.mcmp {
         Some(m) => {
             let ms = Arc::new(mcmp::Settings::new(
@@ -600,9 +680,12 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
         }
         None => None,
     };
-    let sig = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let sig = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => reload(&cli, &mut s, &mut fronts, &agent),
+        }
     };
     if let Some((ms, stop_tx, tasks)) = registrars {
         // No STATUS may follow the REMOVE-APP: stop the registrars first.
@@ -616,8 +699,11 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
     }
     info!("{sig}: stopping: no more dials, closing idle connections, waiting for {} busy connections (up to {} s)", busy.count(), SHUTDOWN_GRACE.as_secs());
     let _ = sd_tx.send(true);
-    for k in keepers {
-        let _ = k.await;
+    for f in &fronts {
+        let _ = f.stop.send(true);
+    }
+    for f in fronts {
+        let _ = f.task.await;
     }
     tokio::select! {
         _ = busy.wait_zero() => info!("all connections finished; exiting"),

@@ -101,6 +101,9 @@ impl FrontMetrics {
     pub fn idle_closed(&self, c: IdleClose) {
         self.idle_closed[c as usize].fetch_add(1, Relaxed);
     }
+    pub fn set_target(&self, n: usize) {
+        self.target.store(n as u64, Relaxed);
+    }
     pub fn set_idle(&self, n: usize) {
         self.idle.store(n as u64, Relaxed);
     }

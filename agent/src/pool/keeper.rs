@@ -121,9 +121,24 @@ pub async fn run_frontend(
     agent: Arc<Agent>,
     shutdown: watch::Receiver<bool>,
 ) -> Stats {
+    let (_keep, target) = watch::channel(target);
+    run_frontend_watch(fe, target, agent, shutdown).await
+}
+
+/// As `run_frontend`, with an idle target that may change while it runs
+/// (a reload): a higher one is dialled at once, a lower one is reached as
+/// links get used.
+pub async fn run_frontend_watch(
+    fe: FrontEnd,
+    mut target: watch::Receiver<usize>,
+    agent: Arc<Agent>,
+    shutdown: watch::Receiver<bool>,
+) -> Stats {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut k = Keeper::new(fe, target, agent, shutdown.clone(), tx);
+    let first = *target.borrow_and_update();
+    let mut k = Keeper::new(fe, first, agent, shutdown.clone(), tx);
     let mut sd = shutdown;
+    let mut target_open = true;
     loop {
         if *sd.borrow() {
             break;
@@ -138,6 +153,18 @@ pub async fn run_frontend(
                 None => break,
             },
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+            r = target.changed(), if target_open => match r {
+                Ok(()) => {
+                    let t = *target.borrow_and_update();
+                    if t != k.target {
+                        info!("front end {}: idle connections {} -> {t}", k.fe, k.target);
+                        k.target = t;
+                        k.metrics.set_target(t);
+                        k.ready = false;
+                    }
+                }
+                Err(_) => target_open = false,
+            },
             _ = shutdown_begun(&mut sd) => break,
         }
     }

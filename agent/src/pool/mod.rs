@@ -28,7 +28,7 @@ mod tcp;
 mod testutil;
 
 pub use frontend::FrontEnd;
-pub use keeper::run_frontend;
+pub use keeper::{run_frontend, run_frontend_watch};
 pub use tcp::TcpOpts;
 
 /// What to do with a connection once httpd writes a request into it.
