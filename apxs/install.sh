@@ -3,7 +3,9 @@
 # the Debian-style mods-available files, and reversed-agent.
 # Usage: apxs/install.sh <libmod_proxy_reversed.so> <reversed-agent>
 # Environment: APXS (apxs), MODDIR (apxs -q LIBEXECDIR), CONFDIR
-# (/etc/apache2/mods-available, skipped when absent), PREFIX (/usr/local).
+# (/etc/apache2/mods-available, skipped when absent), PREFIX (/usr/local),
+# UNITDIR (/etc/systemd/system, skipped without /etc/systemd), AGENTCONF
+# (/etc/reversed-agent: agent.toml installed when absent).
 set -eu
 so=$1
 agent=$2
@@ -28,3 +30,17 @@ if [ -d "$CONFDIR" ]; then
 fi
 install -D -m 0755 "$agent" "$PREFIX/bin/reversed-agent"
 echo "installed $PREFIX/bin/reversed-agent"
+
+# The agent as a systemd service, and its default configuration location.
+UNITDIR=${UNITDIR:-/etc/systemd/system}
+AGENTCONF=${AGENTCONF:-/etc/reversed-agent}
+if [ -d "$(dirname "$UNITDIR")" ]; then
+  mkdir -p "$UNITDIR"
+  sed "s#@BINDIR@#$PREFIX/bin#g" "$here/systemd/reversed-agent.service" > "$UNITDIR/reversed-agent.service"
+  echo "installed $UNITDIR/reversed-agent.service (systemctl daemon-reload; systemctl enable --now reversed-agent)"
+fi
+install -d -m 0755 "$AGENTCONF"
+if [ ! -f "$AGENTCONF/agent.toml" ]; then
+  install -m 0644 "$here/systemd/agent.toml" "$AGENTCONF/agent.toml"
+  echo "installed $AGENTCONF/agent.toml (edit it; put the node's secret in $AGENTCONF/secret, mode 0600)"
+fi

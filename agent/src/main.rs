@@ -477,6 +477,22 @@ fn main() -> ExitCode {
     rt.block_on(run(cli, s, secret))
 }
 
+/// Tells systemd (Type=notify: `NOTIFY_SOCKET`) how the agent is doing;
+/// nothing without systemd.
+fn notify(state: &[sd_notify::NotifyState]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(state) {
+        debug!("cannot notify systemd: {e}");
+    }
+}
+
+fn notify_ready(s: &Settings) {
+    let status = format!("node {}: {} front ends, {} idle connections each", s.node, s.frontends.len(), s.idle);
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
+}
+
 /// The keeper of one front end, with its own stop and idle target (a reload
 /// changes them).
 struct Front {
@@ -680,13 +696,22 @@ async fn run(cli: Options, mut s: Settings, secret: Option<Vec<u8>>) -> ExitCode
         }
         None => None,
     };
+    notify_ready(&s);
     let sig = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => reload(&cli, &mut s, &mut fronts, &agent),
+            _ = hup.recv() => {
+                match sd_notify::NotifyState::monotonic_usec_now() {
+                    Ok(now) => notify(&[sd_notify::NotifyState::Reloading, now]),
+                    Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
+                }
+                reload(&cli, &mut s, &mut fronts, &agent);
+                notify_ready(&s);
+            }
         }
     };
+    notify(&[sd_notify::NotifyState::Stopping]);
     if let Some((ms, stop_tx, tasks)) = registrars {
         // No STATUS may follow the REMOVE-APP: stop the registrars first.
         let _ = stop_tx.send(true);
