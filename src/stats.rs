@@ -150,8 +150,8 @@ impl NodeStats {
 
     /// A request waited `d` for a link (got one or not).
     pub fn observe_wait(&self, d: Duration) {
-        let ms = d.as_micros().div_ceil(1000);
-        if let Some(b) = WAIT_BUCKETS_MS.iter().position(|&le| ms <= le as u128) {
+        let us = d.as_micros();
+        if let Some(b) = WAIT_BUCKETS_MS.iter().position(|&le| us <= le as u128 * 1000) {
             Self::inc(&self.wait_buckets[b]);
         }
         Self::inc(&self.wait_count);
@@ -306,10 +306,13 @@ mod tests {
         n.observe_wait(Duration::from_micros(300));
         n.observe_wait(Duration::from_millis(30));
         n.observe_wait(Duration::from_secs(20));
+        // On a bound it belongs to that bucket; just above, to the next.
+        n.observe_wait(Duration::from_millis(5));
+        n.observe_wait(Duration::from_micros(5001));
         let b: Vec<u64> = n.wait_buckets.iter().map(|c| c.load(Relaxed)).collect();
-        assert_eq!(b, [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(n.wait_count.load(Relaxed), 3);
-        assert_eq!(n.wait_sum_us.load(Relaxed), 20_030_300);
+        assert_eq!(b, [1, 1, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(n.wait_count.load(Relaxed), 5);
+        assert_eq!(n.wait_sum_us.load(Relaxed), 20_040_301);
         n.reset();
         assert_eq!((n.retired.load(Relaxed), n.wait_count.load(Relaxed)), (0, 0));
     }
