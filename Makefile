@@ -62,7 +62,8 @@ tomcat-connector-test: $(TC_JAR)
 	@test -f $(JAVA_LIB)/junit4.jar || { echo "$(JAVA_LIB)/junit4.jar not found: install junit4"; exit 1; }
 	rm -rf $(TC_OUT)/test-classes && mkdir -p $(TC_OUT)/test-classes
 	$(JAVAC) --release 11 -nowarn -d $(TC_OUT)/test-classes -cp $(TC_JAR):$(TC_TEST_CP) $(TC_TEST_SRC) 2>&1 | grep -v 'aQute.bnd.annotation' || true
-	cd $(CURDIR) && $(JAVA) -cp $(TC_OUT)/test-classes:$(TC_JAR):$(TC_TEST_CP) org.junit.runner.JUnitCore \
+	cd $(CURDIR) && $(JAVA) -Djava.util.logging.config.file=tomcat-connector/src/test/logging.properties \
+	  -cp $(TC_OUT)/test-classes:$(TC_JAR):$(TC_TEST_CP) org.junit.runner.JUnitCore \
 	  $$(cd $(TC_OUT)/test-classes && find . -name '*Test.class' | sed 's|^\./||; s|\.class$$||; s|/|.|g' | sort)
 
 test: tomcat-connector-test

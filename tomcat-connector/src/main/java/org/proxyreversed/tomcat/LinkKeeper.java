@@ -85,14 +85,14 @@ final class LinkKeeper implements Runnable {
     void closed(Link l, boolean byUs, String why) {
         long now = Clock.now();
         long lived = now - l.acceptedAt;
-        if (!byUs) {
+        boolean dead = !byUs && (why.startsWith("no PING") || why.startsWith("protocol error"));
+        if (dead) {
+            rep.warn("idle link to " + l.peer + " (front end " + frontEnds.get(l.frontEnd) + "): " + why);
+        } else if (!byUs) {
             rep.debug("idle link to " + l.peer + " (front end " + frontEnds.get(l.frontEnd) + ", " + l.pings
                     + " pings) closed after " + lived + " ms: " + why);
-            if (why.startsWith("no PING") || why.startsWith("protocol error")) {
-                rep.warn("idle link to " + l.peer + " (front end " + frontEnds.get(l.frontEnd) + "): " + why);
-            }
         }
-        events.add(() -> planners[l.frontEnd].onClosed(l.port, lived, byUs, now));
+        events.add(() -> planners[l.frontEnd].onClosed(l.port, lived, byUs, dead, now));
     }
 
     @Override

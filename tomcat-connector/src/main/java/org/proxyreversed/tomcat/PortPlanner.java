@@ -288,8 +288,17 @@ public final class PortPlanner {
         used++;
     }
 
-    /** An idle link closed: by httpd (or found dead), or by us ({@code byUs}, on stop). */
+    /** An idle link closed: by httpd, or by us ({@code byUs}, on stop). */
     public void onClosed(int portNo, long livedMs, boolean byUs, long now) {
+        onClosed(portNo, livedMs, byUs, false, now);
+    }
+
+    /**
+     * An idle link closed; {@code dead}: we closed it because httpd's PINGs
+     * stopped (or it broke the idle protocol): replaced at once, not paced as
+     * a child that closes links right after accepting them.
+     */
+    public void onClosed(int portNo, long livedMs, boolean byUs, boolean dead, long now) {
         Port p = port(portNo);
         lastLive = now;
         p.idle--;
@@ -297,6 +306,10 @@ public final class PortPlanner {
             return;
         }
         ready = false;
+        if (dead) {
+            checkReady();
+            return;
+        }
         String addr = fe.addr(portNo);
         long opened = now - livedMs;
         // A child that goes away closes all its idle links at once: a link already

@@ -42,7 +42,11 @@ final class FakeHttpd implements AutoCloseable {
     private final SecureRandom rnd = new SecureRandom();
 
     FakeHttpd(String node, byte[] secret) throws IOException {
-        this.ss = new ServerSocket(0, 200, InetAddress.getLoopbackAddress());
+        this(node, secret, 0);
+    }
+
+    FakeHttpd(String node, byte[] secret, int port) throws IOException {
+        this.ss = new ServerSocket(port, 200, InetAddress.getLoopbackAddress());
         this.node = node;
         this.key = Handshake.key(secret);
         this.thread = new Thread(this::loop, "fake-httpd-" + ss.getLocalPort());

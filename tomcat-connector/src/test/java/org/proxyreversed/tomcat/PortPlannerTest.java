@@ -204,7 +204,17 @@ public class PortPlannerTest {
     }
 
     @Test
-    public void closedByUsIsNotRedialledAsAFailure() {
+    public void deadLinksAreReplacedAtOnce() {
+        PortPlanner pl = new PortPlanner(new FrontEnd("h", 9000, 9000), 1, 5000, 64, new Rec(), 10, 0);
+        for (int p : pl.fill(0)) {
+            pl.onDialed(p, null, false, 0);
+        }
+        pl.onClosed(9000, 600, false, true, 600);
+        assertEquals(1, pl.fill(600).size());
+    }
+
+    @Test
+    public void linkClosedByHttpdAfterAWhileIsReplacedAtOnce() {
         PortPlanner pl = new PortPlanner(new FrontEnd("h", 9000, 9000), 1, 5000, 64, new Rec(), 9, 0);
         for (int p : pl.fill(0)) {
             pl.onDialed(p, null, false, 0);
