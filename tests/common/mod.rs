@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod tomcat;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,0 +1,306 @@
+//! The in-Tomcat reversed connector (tomcat-connector/) against the real
+//! module: Debian's tomcat10 in a private CATALINA_BASE whose only
+//! connectors are `ReversedAjpProtocol` / `ReversedHttp11Protocol` dials
+//! httpd itself; no agent in between. Each case prints
+//! `FIGURE tomcat-connector-<case> | ...`.
+
+mod common;
+
+use common::tomcat::*;
+use common::*;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "in-tomcat connector test secret, long enough";
+
+/// The cases measure times on a small machine: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+/// GETs `url` until 200 or `within` passes; returns the time it took.
+fn first_200(url: &str, within: Duration) -> Option<Duration> {
+    let t = Instant::now();
+    let c = client(Duration::from_secs(5));
+    while t.elapsed() < within {
+        if matches!(get_with(&c, url), Ok(r) if r.status == 200) {
+            return Some(t.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// Static file, JSP (GET and POST), a 10 MB POST echoed and checksummed,
+/// and 64 concurrent clients, on one node; returns the figures.
+fn exercise(h: &Httpd, node: &RNode) -> String {
+    let what = format!("{} {}", h.mpm().name(), node.scheme);
+    let r = get(&node.url_on(h, "hello.txt")).unwrap();
+    assert_eq!((r.status, r.text()), (200, TOMCAT_HELLO_TXT.to_string()), "{what}: hello.txt");
+    let r = get_with(&client(Duration::from_secs(60)), &node.url_on(h, "hello.jsp")).unwrap();
+    assert_eq!((r.status, r.text().trim().to_string()), (200, "answer=42 method=GET".to_string()), "{what}: hello.jsp");
+    let r = post(&node.url_on(h, "hello.jsp"), b"a=1").unwrap();
+    assert_eq!((r.status, r.text().trim().to_string()), (200, "answer=42 method=POST".to_string()), "{what}: POST hello.jsp");
+    let r = get(&node.url_on(h, "no-such-file.txt")).unwrap();
+    assert_eq!(r.status, 404, "{what}: Tomcat's 404 passes through");
+
+    // 10 MB POST, echoed by echo.jsp, checksummed.
+    const SIZE: usize = 10 << 20;
+    let data = pseudo_random_bytes(SIZE, 0x5eed ^ node.first as u64);
+    let want = sha256_hex(&data);
+    let t = Instant::now();
+    let c = client(Duration::from_secs(120));
+    let r = post_with(&c, &node.url_on(h, "echo.jsp"), &data).unwrap_or_else(|e| panic!("{what}: 10 MB POST: {e}"));
+    let big = t.elapsed();
+    assert_eq!(r.status, 200, "{what}: 10 MB POST status");
+    assert_eq!(r.body.len(), SIZE, "{what}: 10 MB echo length");
+    assert_eq!(sha256_hex(&r.body), want, "{what}: 10 MB echo checksum");
+
+    // 64 concurrent clients, each its own connections, zero errors allowed.
+    let clients = 64;
+    let per = 6;
+    let t = Instant::now();
+    let ths: Vec<_> = (0..clients)
+        .map(|i| {
+            let txt = node.url_on(h, "hello.txt");
+            let jsp = node.url_on(h, "hello.jsp");
+            std::thread::spawn(move || {
+                let c = client(Duration::from_secs(30));
+                let mut errs = Vec::new();
+                for j in 0..per {
+                    let (u, want) = if (i + j) % 2 == 0 {
+                        (&txt, TOMCAT_HELLO_TXT.to_string())
+                    } else {
+                        (&jsp, "answer=42 method=GET\n".to_string())
+                    };
+                    match get_with(&c, u) {
+                        Ok(r) if r.status == 200 && r.text() == want => {}
+                        Ok(r) => errs.push(format!("{u}: {} {:?}", r.status, r.text())),
+                        Err(e) => errs.push(format!("{u}: {e}")),
+                    }
+                }
+                errs
+            })
+        })
+        .collect();
+    let mut errs = Vec::new();
+    for t in ths {
+        errs.extend(t.join().expect("client thread"));
+    }
+    let conc = t.elapsed();
+    let total = clients * per;
+    assert!(errs.is_empty(), "{what}: {} of {total} concurrent requests failed: {:?}", errs.len(), &errs[..errs.len().min(5)]);
+    format!(
+        "static + JSP GET/POST + 404 OK; 10 MiB POST echoed in {} ms, sha256 equal; {clients} concurrent clients: {total}/{total} OK in {} ms ({:.0} req/s)",
+        ms(big),
+        ms(conc),
+        total as f64 / conc.as_secs_f64()
+    )
+}
+
+#[test]
+fn ajp_and_http_under_event_and_prefork() {
+    if !tomcat_available() {
+        return;
+    }
+    let _s = serial();
+    let ev_ajp = RNode::new("ev-ajp", "ajp", "127.0.0.2:1", 6);
+    let ev_http = RNode::new("ev-http", "http", "127.0.0.3:1", 6);
+    let pf_ajp = RNode::new("pf-ajp", "ajp", "127.0.0.4:1", 10);
+    let pf_http = RNode::new("pf-http", "http", "127.0.0.5:1", 10);
+    let be = Httpd::builder(Mpm::Event);
+    let secret = be.secret("secret", SECRET);
+    let opts = format!("secret={} wait=3s", secret.display());
+    let he = be
+        .conf("LimitRequestBody 0\n")
+        .conf(&ev_ajp.conf(&opts))
+        .conf(&ev_http.conf(&opts))
+        .conf(STATUS_LOCATION)
+        .start();
+    let bp = Httpd::builder(Mpm::Prefork).mpm_settings(
+        "StartServers 8\nMinSpareServers 8\nMaxSpareServers 8\nServerLimit 8\nMaxRequestWorkers 8\nMaxConnectionsPerChild 0\n",
+    );
+    let secret_p = bp.secret("secret", SECRET);
+    let opts_p = format!("secret={} wait=3s", secret_p.display());
+    let hp = bp
+        .conf("LimitRequestBody 0\n")
+        .conf(&pf_ajp.conf(&opts_p))
+        .conf(&pf_http.conf(&opts_p))
+        .conf(STATUS_LOCATION)
+        .start();
+    let t = Instant::now();
+    let tc = ReversedTomcat::start(&[
+        Conn::for_node(&ev_ajp, &secret).attr("idleConnections", "16"),
+        Conn::for_node(&ev_http, &secret).attr("idleConnections", "16"),
+        Conn::for_node(&pf_ajp, &secret_p).attr("idleConnections", "16"),
+        Conn::for_node(&pf_http, &secret_p).attr("idleConnections", "16"),
+    ]);
+    wait_all_idle(&he, &["ev-ajp", "ev-http"], Duration::from_secs(20));
+    wait_all_idle(&hp, &["pf-ajp", "pf-http"], Duration::from_secs(20));
+    let ready = t.elapsed();
+    let listening = tc.listening_ports();
+    assert_eq!(listening, vec![tc.shutdown_port], "Tomcat listens on nothing but its shutdown port");
+    figure(
+        "tomcat-connector-start",
+        &format!("4 reversed connectors, every httpd child holding idle links {} ms after catalina.sh run; Tomcat listens only on {:?} (shutdown)", ms(ready), listening),
+    );
+    let threads_idle = proc_threads(tc.pid()).unwrap_or(0);
+    for (h, node) in [(&he, &ev_ajp), (&he, &ev_http), (&hp, &pf_ajp), (&hp, &pf_http)] {
+        let f = exercise(h, node);
+        figure(&format!("tomcat-connector-{}-{}", h.mpm().name(), node.scheme), &f);
+    }
+    for (h, nodes) in [(&he, ["ev-ajp", "ev-http"]), (&hp, ["pf-ajp", "pf-http"])] {
+        let st = status_json(h).unwrap();
+        for n in nodes {
+            assert!(st.accepted(n) > 0 && st.rejected(n) == 0, "{n}: {st:?}");
+        }
+        assert!(!h.error_log().contains("AH00957"), "mod_proxy dialled the sentinel");
+    }
+    let log = tc.log();
+    assert!(!log.contains("SEVERE"), "Tomcat logged errors:\n{}", log);
+    figure(
+        "tomcat-connector-threads",
+        &format!("Tomcat JVM threads with 4 connectors idle: {threads_idle}, after the load: {}", proc_threads(tc.pid()).unwrap_or(0)),
+    );
+}
+
+#[test]
+fn tomcat_stop_gives_prompt_503_and_start_serves_within_2s() {
+    if !tomcat_available() {
+        return;
+    }
+    let _s = serial();
+    let node = RNode::new("tc-restart", "ajp", "127.0.0.2:1", 4);
+    let b = Httpd::builder(Mpm::Event);
+    let secret = b.secret("secret", SECRET);
+    let h = b.conf(&node.conf(&format!("secret={} wait=1s", secret.display()))).conf(STATUS_LOCATION).start();
+    let mut tc = ReversedTomcat::start(&[Conn::for_node(&node, &secret)]);
+    wait_all_idle(&h, &["tc-restart"], Duration::from_secs(20));
+    let url = node.url_on(&h, "hello.txt");
+    let r = get(&url).unwrap();
+    assert_eq!(r.status, 200);
+
+    let stop = tc.stop();
+    let t = Instant::now();
+    let r = get(&url).unwrap();
+    let first_503 = t.elapsed();
+    assert_eq!(r.status, 503, "after Tomcat stopped: {} {:?}", r.status, r.text());
+    // wait=1s: the 503 comes at most about a second later.
+    assert!(first_503 < Duration::from_millis(2000), "503 after {first_503:?}");
+    let idle_after_stop = status_json(&h).unwrap().idle("tc-restart");
+    assert_eq!(idle_after_stop, 0, "httpd still holds idle links of a stopped Tomcat");
+
+    let before = tc.console().matches("Starting ProtocolHandler").count();
+    let t = Instant::now();
+    tc.spawn();
+    let saw = wait_until(Duration::from_secs(60), || tc.console().matches("Starting ProtocolHandler").count() > before);
+    assert!(saw, "the connector did not start:\n{}", tc.log());
+    let connector_up = t.elapsed();
+    let served = first_200(&url, Duration::from_secs(10)).expect("not served within 10 s of the connector's start");
+    figure(
+        "tomcat-connector-restart",
+        &format!(
+            "Tomcat stop took {} ms; first request after it: 503 in {} ms (wait=1s), idle links left {idle_after_stop}; start: connector started {} ms after catalina.sh run, first 200 {} ms after that",
+            ms(stop),
+            ms(first_503),
+            ms(connector_up),
+            ms(served)
+        ),
+    );
+    assert!(served <= Duration::from_secs(2), "served {served:?} after the connector started");
+}
+
+#[test]
+fn wrong_secret_is_refused_and_logged_on_both_sides() {
+    if !tomcat_available() {
+        return;
+    }
+    let _s = serial();
+    let node = RNode::new("tc-wrong", "ajp", "127.0.0.2:1", 2);
+    let ok_node = RNode::new("tc-ok", "http", "127.0.0.3:1", 2);
+    let b = Httpd::builder(Mpm::Event);
+    let secret = b.secret("secret", SECRET);
+    let wrong = b.secret("wrong", "another secret, just as long as the first");
+    let h = b
+        .conf(&node.conf(&format!("secret={} wait=1s", secret.display())))
+        .conf(&ok_node.conf(&format!("secret={} wait=1s", secret.display())))
+        .conf(STATUS_LOCATION)
+        .start();
+    // One connector with the wrong secret, one correct, one misspelled attribute.
+    let tc = ReversedTomcat::start(&[
+        Conn::for_node(&node, &wrong).attr("idleConnections", "2"),
+        Conn::for_node(&ok_node, &secret).attr("idleConnections", "2"),
+        Conn::for_node(&ok_node, &secret).attr("node", "tc-typo").attr("idleConections", "2"),
+    ]);
+    wait_all_idle(&h, &["tc-ok"], Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+    let r = get(&node.url_on(&h, "hello.txt")).unwrap();
+    assert_eq!(r.status, 503, "a node whose dialer has the wrong secret is not served");
+    let st = status_json(&h).unwrap();
+    assert_eq!(st.accepted("tc-wrong"), 0, "{st:?}");
+    let rejected = st.rejected("tc-wrong");
+    assert!(rejected >= 1, "httpd counted no rejected dialer: {st:?}");
+    let elog = h.error_log();
+    assert!(elog.contains("node tc-wrong: rejected dialer"), "httpd did not log the rejection:\n{elog}");
+    let log = tc.log();
+    assert!(
+        log.contains("failed to prove the secret for node tc-wrong") && log.contains("SEVERE"),
+        "Tomcat did not report the wrong secret:\n{log}"
+    );
+    assert!(!log.contains(SECRET) && !log.contains("another secret"), "a secret was logged");
+    assert!(!elog.contains(SECRET) && !elog.contains("another secret"), "a secret was logged by httpd");
+    // Misspelled attribute: that connector fails, naming it; the others run.
+    assert!(
+        log.contains("unknown attribute \"idleConections\" (did you mean \"idleConnections\"?)"),
+        "the misspelled attribute is not named:\n{log}"
+    );
+    let r = get(&ok_node.url_on(&h, "hello.txt")).unwrap();
+    assert_eq!(r.status, 200);
+    // Not redialled blindly: the first fill, then probes >= 1 s apart.
+    assert!(rejected <= 2 + 2 * 4, "{rejected} rejected dials in ~4 s");
+    figure(
+        "tomcat-connector-wrong-secret",
+        &format!("httpd rejected {rejected} dials in ~4 s and logged them; Tomcat logged SEVERE 'failed to prove the secret'; client got 503; misspelled attribute named in the connector's start failure"),
+    );
+}
+
+#[test]
+fn two_front_ends_served_by_one_tomcat() {
+    if !tomcat_available() {
+        return;
+    }
+    let _s = serial();
+    let n1 = RNode::new("tc-two", "ajp", "127.0.0.2:1", 3);
+    let n2 = RNode::new("tc-two", "ajp", "127.0.0.2:1", 3);
+    let b1 = Httpd::builder(Mpm::Event);
+    let s1 = b1.secret("secret", SECRET);
+    let h1 = b1.conf(&n1.conf(&format!("secret={} wait=2s", s1.display()))).conf(STATUS_LOCATION).start();
+    let b2 = Httpd::builder(Mpm::Event);
+    let s2 = b2.secret("secret", SECRET);
+    let h2 = b2.conf(&n2.conf(&format!("secret={} wait=2s", s2.display()))).conf(STATUS_LOCATION).start();
+    // One connector: address/port name the first front end, frontends adds the second.
+    let tc = ReversedTomcat::start(&[Conn::for_node(&n1, &s1)
+        .attr("frontends", &format!("127.0.0.1:{}-{}", n2.first, n2.last))
+        .attr("idleConnections", "6")]);
+    wait_all_idle(&h1, &["tc-two"], Duration::from_secs(20));
+    wait_all_idle(&h2, &["tc-two"], Duration::from_secs(20));
+    let mut served = [0, 0];
+    for i in 0..40 {
+        let (h, n) = if i % 2 == 0 { (&h1, &n1) } else { (&h2, &n2) };
+        let r = get(&n.url_on(h, "hello.txt")).unwrap();
+        assert_eq!((r.status, r.text()), (200, TOMCAT_HELLO_TXT.to_string()), "front end {}", i % 2 + 1);
+        served[i % 2] += 1;
+    }
+    let (a1, a2) = (status_json(&h1).unwrap().accepted("tc-two"), status_json(&h2).unwrap().accepted("tc-two"));
+    assert!(a1 > 0 && a2 > 0);
+    assert!(tc.log().contains(&format!("127.0.0.1:{}-{}", n2.first, n2.last)));
+    figure(
+        "tomcat-connector-two-front-ends",
+        &format!("one connector, two httpds: {}/{} and {}/{} requests served; links accepted {a1} and {a2}", served[0], 20, served[1], 20),
+    );
+}
