@@ -76,12 +76,17 @@ impl Conn {
     }
 }
 
-/// JSP that echoes the request body (for the 10 MB POSTs).
+/// JSP that echoes the request body (for the 10 MB POSTs). It reads the
+/// whole body before answering: a client that sends its whole body before
+/// reading (ureq) would otherwise deadlock against an echo that streams.
 pub const ECHO_JSP: &str = "<%@ page session=\"false\" contentType=\"application/octet-stream\" trimDirectiveWhitespaces=\"true\" %><%\n\
 java.io.InputStream in = request.getInputStream();\n\
-java.io.OutputStream o = response.getOutputStream();\n\
+java.io.ByteArrayOutputStream all = new java.io.ByteArrayOutputStream();\n\
 byte[] b = new byte[65536];\n\
-for (int n; (n = in.read(b)) > 0; ) { o.write(b, 0, n); }\n\
+for (int n; (n = in.read(b)) > 0; ) { all.write(b, 0, n); }\n\
+response.setContentLength(all.size());\n\
+java.io.OutputStream o = response.getOutputStream();\n\
+all.writeTo(o);\n\
 %>";
 
 /// Tomcat (catalina.sh run) in a private CATALINA_BASE whose only
