@@ -306,3 +306,44 @@ fn two_front_ends_served_by_one_tomcat() {
         &format!("one connector, two httpds: {}/{} and {}/{} requests served; links accepted {a1} and {a2}", served[0], 20, served[1], 20),
     );
 }
+
+#[test]
+fn idle_links_answer_httpds_pings_themselves() {
+    if !tomcat_available() {
+        return;
+    }
+    let _s = serial();
+    let node = RNode::new("tc-ping", "http", "127.0.0.3:1", 1);
+    let b = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD);
+    let secret = b.secret("secret", SECRET);
+    let h = b
+        .conf(&node.conf(&format!("secret={} wait=2s ping=250ms pingtimeout=200ms", secret.display())))
+        .conf(STATUS_LOCATION)
+        .start();
+    let tc = ReversedTomcat::start(&[Conn::for_node(&node, &secret).attr("idleConnections", "4")
+        // Tomcat's own timeouts, short: they must not touch links waiting for a request.
+        .attr("connectionTimeout", "500")
+        .attr("keepAliveTimeout", "500")]);
+    wait_until(Duration::from_secs(20), || status_json(&h).map(|s| s.idle("tc-ping") >= 4).unwrap_or(false));
+    let before = status_json(&h).unwrap();
+    let retired = |s: &Status| s.nodes("tc-ping").map(|(_, n)| n.retired).sum::<u64>();
+    std::thread::sleep(Duration::from_millis(3000));
+    let after = status_json(&h).unwrap();
+    // ~12 PING rounds on 4 links: every PONG in time (else httpd retires the
+    // link and Tomcat dials a new one), nothing closed by connectionTimeout.
+    assert_eq!(after.idle("tc-ping"), 4, "{after:?}");
+    assert_eq!(after.accepted("tc-ping"), before.accepted("tc-ping"), "links were replaced: {before:?} -> {after:?}");
+    assert_eq!(retired(&after), retired(&before), "httpd retired idle links: {after:?}");
+    let r = get(&node.url_on(&h, "hello.txt")).unwrap();
+    assert_eq!((r.status, r.text()), (200, TOMCAT_HELLO_TXT.to_string()));
+    let log = tc.log();
+    assert!(!log.contains("no PING from httpd"), "the connector saw a dead link:\n{log}");
+    figure(
+        "tomcat-connector-pings",
+        &format!(
+            "4 idle links, ping=250ms pingtimeout=200ms, Tomcat connectionTimeout=500: after 3 s still 4 idle, {} accepted before and after, {} retired; then served",
+            after.accepted("tc-ping"),
+            retired(&after)
+        ),
+    );
+}
