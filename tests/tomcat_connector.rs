@@ -8,6 +8,7 @@ mod common;
 
 use common::tomcat::*;
 use common::*;
+use common::load::{Load, LoadOpts};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "in-tomcat connector test secret, long enough";
@@ -346,4 +347,142 @@ fn idle_links_answer_httpds_pings_themselves() {
             retired(&after)
         ),
     );
+}
+
+// ---------------------------------------------------------------------------
+// httpd restarts and child deaths under load, Tomcat dialling itself
+// ---------------------------------------------------------------------------
+
+fn graceful_restarts_under_load(mpm: Mpm, rounds: usize) {
+    let _s = serial();
+    let node = RNode::new("tc-graceful", "ajp", "127.0.0.2:1", 16);
+    let b = Httpd::builder(mpm);
+    let secret = b.secret("secret", SECRET);
+    let h = b.conf(&node.conf(&format!("secret={} wait=2s", secret.display()))).conf(STATUS_LOCATION).start();
+    let idle = 2 * mpm.max_children() as u32;
+    let _tc = ReversedTomcat::start(&[Conn::for_node(&node, &secret).attr("idleConnections", &idle.to_string())]);
+    wait_all_idle(&h, &["tc-graceful"], Duration::from_secs(20));
+    let sleep_url = node.url_on(&h, "sleep.jsp?ms=20");
+    assert_eq!(get_with(&client(Duration::from_secs(60)), &sleep_url).unwrap().status, 200, "sleep.jsp compiles");
+    let load = Load::start(
+        vec![node.url_on(&h, "hello.txt"), sleep_url],
+        LoadOpts { threads: if mpm == Mpm::Prefork { 4 } else { 6 }, duration: Duration::from_secs(300), ..Default::default() },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut took = Vec::new();
+    for round in 0..rounds {
+        let old = status_json(&h).unwrap().pids();
+        let t = Instant::now();
+        h.graceful_k();
+        let mut last = Err(String::new());
+        let ok = wait_until(Duration::from_secs(30), || {
+            last = status_json(&h);
+            matches!(&last, Ok(s) if !s.children.is_empty()
+                && s.pids().iter().all(|p| !old.contains(p))
+                && s.all_children_idle(&["tc-graceful"]))
+        });
+        assert!(ok, "{} round {round}: no new generation with idle links within 30 s: {last:?}", mpm.name());
+        took.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rep = load.stop();
+    let fails: Vec<_> = rep.failures().into_iter().take(10).cloned().collect();
+    figure(
+        &format!("tomcat-connector-graceful-{}", mpm.name()),
+        &format!(
+            "{rounds} graceful restarts under load, Tomcat dialling itself: {} failed of {} ({:.0} req/s, max latency {} ms); new generation idle after {:?}",
+            rep.failed(),
+            rep.total(),
+            rep.rate(),
+            ms(rep.max_latency()),
+            took.iter().map(|d| format!("{:.2}", d.as_secs_f64())).collect::<Vec<_>>()
+        ),
+    );
+    assert!(rep.total() > 100, "too little load: {}", rep.summary());
+    assert_eq!(rep.failed(), 0, "{}: failures {:?}", rep.summary(), fails);
+    assert!(!h.error_log().contains("AH00957"), "mod_proxy dialled the sentinel");
+}
+
+#[test]
+fn graceful_restarts_under_load_event() {
+    if tomcat_available() {
+        graceful_restarts_under_load(Mpm::Event, scale(3, 20));
+    }
+}
+
+#[test]
+fn graceful_restarts_under_load_prefork() {
+    if tomcat_available() {
+        graceful_restarts_under_load(Mpm::Prefork, scale(3, 20));
+    }
+}
+
+#[test]
+fn kill9_child_under_load() {
+    if !tomcat_available() {
+        return;
+    }
+    let _s = serial();
+    let node = RNode::new("tc-kill9", "ajp", "127.0.0.2:1", 8);
+    let b = Httpd::builder(Mpm::Event).mpm_settings(
+        "StartServers 2\nServerLimit 4\nThreadLimit 16\nThreadsPerChild 16\n\
+         MaxRequestWorkers 64\nMinSpareThreads 32\nMaxSpareThreads 64\nMaxConnectionsPerChild 0\n",
+    );
+    let secret = b.secret("secret", SECRET);
+    let h = b.conf(&node.conf(&format!("secret={} wait=2s", secret.display()))).conf(STATUS_LOCATION).start();
+    let _tc = ReversedTomcat::start(&[Conn::for_node(&node, &secret).attr("idleConnections", "16")]);
+    let st = wait_all_idle(&h, &["tc-kill9"], Duration::from_secs(20));
+    assert!(st.children.len() >= 2, "{st:?}");
+    let sleep_url = node.url_on(&h, "sleep.jsp?ms=50");
+    assert_eq!(get_with(&client(Duration::from_secs(60)), &sleep_url).unwrap().status, 200, "sleep.jsp compiles");
+    let load = Load::start(
+        vec![sleep_url, node.url_on(&h, "hello.txt")],
+        LoadOpts { threads: 8, duration: Duration::from_secs(60), ..Default::default() },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let rounds = scale(1, 5);
+    let mut kills = Vec::new();
+    let mut redials = Vec::new();
+    for _ in 0..rounds {
+        let st = status_json(&h).unwrap();
+        let victim = st.pids()[0] as i32;
+        let before = st.pids();
+        kills.push(load.now());
+        unsafe {
+            libc::kill(victim, libc::SIGKILL);
+        }
+        let t0 = Instant::now();
+        let mut last = Err(String::new());
+        let ok = wait_until(Duration::from_secs(20), || {
+            last = status_json(&h);
+            matches!(&last, Ok(s) if s.pids().iter().any(|p| !before.contains(p))
+                && !s.pids().contains(&(victim as i64))
+                && s.all_children_idle(&["tc-kill9"]))
+        });
+        assert!(ok, "no replacement child with idle links within 20 s: {last:?}");
+        redials.push(t0.elapsed());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let rep = load.stop();
+    let inflight: usize = kills.iter().map(|t| rep.in_flight_at(*t).len()).sum();
+    let failures = rep.failures();
+    let late: Vec<_> = failures
+        .iter()
+        .filter(|s| !kills.iter().any(|k| s.start <= *k + Duration::from_millis(20) && s.end >= *k))
+        .collect();
+    figure(
+        "tomcat-connector-kill9-child",
+        &format!(
+            "{rounds} kill -9 of a child under load, Tomcat dialling itself: {} failed of {} ({:?}); {} requests in flight at the kills; {} failures not in flight at a kill; replacement child has idle links after {:?}",
+            rep.failed(),
+            rep.total(),
+            rep.breakdown(),
+            inflight,
+            late.len(),
+            redials.iter().map(|d| format!("{:.2} s", d.as_secs_f64())).collect::<Vec<_>>()
+        ),
+    );
+    assert!(rep.failed() <= inflight, "more failures than requests in flight: {}", rep.summary());
+    assert!(late.is_empty(), "requests not in flight at a kill failed: {late:?}");
 }

@@ -89,6 +89,12 @@ java.io.OutputStream o = response.getOutputStream();\n\
 all.writeTo(o);\n\
 %>";
 
+/// JSP that sleeps `?ms=N` milliseconds, then answers "slept N".
+pub const SLEEP_JSP: &str = "<%@ page session=\"false\" contentType=\"text/plain\" trimDirectiveWhitespaces=\"true\" %><%\n\
+long ms = Long.parseLong(request.getParameter(\"ms\"));\n\
+Thread.sleep(ms);\n\
+%>slept <%= ms %>";
+
 /// Tomcat (catalina.sh run) in a private CATALINA_BASE whose only
 /// connectors are reversed ones. Stopped (SIGTERM, then SIGKILL) on drop.
 pub struct ReversedTomcat {
@@ -140,6 +146,7 @@ impl ReversedTomcat {
         )
         .unwrap();
         fs::write(root.join("echo.jsp"), ECHO_JSP).unwrap();
+        fs::write(root.join("sleep.jsp"), SLEEP_JSP).unwrap();
         let mut t = ReversedTomcat { child: None, shutdown_port, starts: 0, dir };
         t.start_again();
         t
