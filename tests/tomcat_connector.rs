@@ -486,3 +486,65 @@ fn kill9_child_under_load() {
     assert!(rep.failed() <= inflight, "more failures than requests in flight: {}", rep.summary());
     assert!(late.is_empty(), "requests not in flight at a kill failed: {late:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Thousands of idle links on a handful of threads
+// ---------------------------------------------------------------------------
+
+/// Starts two httpds (one child each) and a Tomcat whose one connector keeps
+/// `links` idle links per front end; returns (Tomcat threads, RSS KiB, time to fill).
+fn idle_links_footprint(links: u32) -> (u64, u64, Duration) {
+    let n1 = RNode::new("tc-idle", "ajp", "127.0.0.2:1", 1);
+    let n2 = RNode::new("tc-idle", "ajp", "127.0.0.2:1", 1);
+    let opts = |s: &std::path::Path| format!("secret={} wait=2s maxidle={}", s.display(), links + 50);
+    let b1 = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD);
+    let s1 = b1.secret("secret", SECRET);
+    let h1 = b1.conf(&n1.conf(&opts(&s1))).conf(STATUS_LOCATION).start();
+    let b2 = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD);
+    let s2 = b2.secret("secret", SECRET);
+    let h2 = b2.conf(&n2.conf(&opts(&s2))).conf(STATUS_LOCATION).start();
+    let tc = ReversedTomcat::start(&[Conn::for_node(&n1, &s1)
+        .attr("frontends", &format!("127.0.0.1:{}", n2.first))
+        .attr("idleConnections", &links.to_string())]);
+    let t = Instant::now();
+    for h in [&h1, &h2] {
+        let ok = wait_until(Duration::from_secs(60), || status_json(h).map(|s| s.idle("tc-idle") >= links as u64).unwrap_or(false));
+        assert!(ok, "{links} idle links not reached: {:?}", status_json(h));
+    }
+    let fill = t.elapsed();
+    // Settle, then measure.
+    std::thread::sleep(Duration::from_millis(1500));
+    let threads = proc_threads(tc.pid()).unwrap();
+    let rss = proc_rss_kb(tc.pid()).unwrap();
+    for (h, n) in [(&h1, &n1), (&h2, &n2)] {
+        let r = get(&n.url_on(h, "hello.txt")).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    (threads, rss, fill)
+}
+
+#[test]
+fn thousands_of_idle_links_on_a_handful_of_threads() {
+    if !tomcat_available() {
+        return;
+    }
+    let _s = serial();
+    let few = 10;
+    let many = scale(1000, 1000);
+    let (t_few, rss_few, _) = idle_links_footprint(few);
+    let (t_many, rss_many, fill) = idle_links_footprint(many);
+    let per_link = (rss_many as f64 - rss_few as f64) * 1024.0 / (2.0 * (many - few) as f64);
+    figure(
+        "tomcat-connector-idle-links",
+        &format!(
+            "2 front ends x {few} idle links: {t_few} JVM threads, RSS {} MiB; 2 x {many}: {t_many} threads, RSS {} MiB (filled in {} ms); ~{:.0} bytes RSS per idle link",
+            rss_few / 1024,
+            rss_many / 1024,
+            ms(fill),
+            per_link
+        ),
+    );
+    // Threads do not depend on the number of links (the JVM may start a
+    // compiler or GC thread more or less).
+    assert!(t_many <= t_few + 4, "threads grew with links: {t_few} -> {t_many}");
+}
