@@ -185,8 +185,16 @@ fn tomcat_stop_gives_prompt_503_and_start_serves_within_2s() {
     let url = node.url_on(&h, "hello.txt");
     let r = get(&url).unwrap();
     assert_eq!(r.status, 200);
+    let slow = node.url_on(&h, "sleep.jsp?ms=1000");
+    assert_eq!(get_with(&client(Duration::from_secs(60)), &node.url_on(&h, "sleep.jsp?ms=1")).unwrap().status, 200);
 
+    // A request in progress when Tomcat stops finishes.
+    let busy = std::thread::spawn(move || get_with(&client(Duration::from_secs(30)), &slow));
+    std::thread::sleep(Duration::from_millis(300));
     let stop = tc.stop();
+    let busy = busy.join().unwrap();
+    let busy_status = busy.as_ref().map(|r| (r.status, r.text())).map_err(|e| e.clone());
+    assert_eq!(busy_status, Ok((200, "slept 1000".to_string())), "the request in progress at stop");
     let t = Instant::now();
     let r = get(&url).unwrap();
     let first_503 = t.elapsed();
@@ -206,7 +214,7 @@ fn tomcat_stop_gives_prompt_503_and_start_serves_within_2s() {
     figure(
         "tomcat-connector-restart",
         &format!(
-            "Tomcat stop took {} ms; first request after it: 503 in {} ms (wait=1s), idle links left {idle_after_stop}; start: connector started {} ms after catalina.sh run, first 200 {} ms after that",
+            "Tomcat stop took {} ms, the 1 s request in progress finished (200); first request after it: 503 in {} ms (wait=1s), idle links left {idle_after_stop}; start: connector started {} ms after catalina.sh run, first 200 {} ms after that",
             ms(stop),
             ms(first_503),
             ms(connector_up),
