@@ -65,6 +65,19 @@ def targets(tp, sc):
                     min(v) >= 0.95))
     else:
         out.append(("Tomcat: reversed via agent bridge / forward direct req/s ≥ 0.95", "not measured", None))
+    for group, label in [("tcajp", "AJP"), ("tchttp", "HTTP/1.1")]:
+        rs = [r for r in combos(group) if r["ratios"].get("rps_rev_fwd") is not None]
+        if not rs:
+            out.append((f"Tomcat {label}: in-Tomcat reversed connector / forward req/s ≥ 1.00, p99 ≤ 1.00", "not measured", None))
+            continue
+        v = [r["ratios"]["rps_rev_fwd"] for r in rs]
+        out.append((f"Tomcat {label}: in-Tomcat reversed connector / forward direct req/s ≥ 1.00",
+                    ", ".join(f"{r['size']}/c{r['conns']}: {r['ratios']['rps_rev_fwd']:.3f}" for r in rs),
+                    min(v) >= 1.0))
+        v = [r["ratios"]["p99_rev_fwd"] for r in rs if r["ratios"].get("p99_rev_fwd") is not None]
+        out.append((f"Tomcat {label}: in-Tomcat reversed connector / forward p99 latency ≤ 1.00",
+                    ", ".join(f"{r['size']}/c{r['conns']}: {f(r['ratios']['p99_rev_fwd'], 3)}" for r in rs),
+                    bool(v) and max(v) <= 1.0))
     for group, label in [("ajp", "AJP"), ("http", "HTTP")]:
         parts, vals = [], []
         for r in combos(group):
@@ -113,14 +126,15 @@ def md_throughput(tp):
              "CPU is % of one core during the run (httpd: parent + children; agent: the responder "
              "or bridge process serving that variant; Tomcat in the backend column).")
     L.append("")
-    names = {"ajp": "AJP, agent responder", "http": "HTTP, agent responder", "tomcat": "AJP, Tomcat connector"}
+    names = {"ajp": "AJP, agent responder", "http": "HTTP, agent responder", "tomcat": "AJP, Tomcat connector via agent bridge",
+             "tcajp": "AJP, in-Tomcat reversed connector", "tchttp": "HTTP/1.1, in-Tomcat reversed connector"}
     L.append("| path | body | conns | forward req/s | reversed req/s | **rev/fwd** | fwd p50 / p99 ms | rev p50 / p99 ms "
              "| **p99 rev/fwd** | static req/s | rev/static | CPU httpd fwd / rev | CPU agent fwd / rev | CPU Tomcat fwd / rev | errors |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in tp["results"]:
         m = r["medians"]
         fw, rv = m.get("forward", {}), m.get("reversed", {})
-        st = static_for(tp, r["size"], r["conns"]) if r["group"] != "tomcat" else None
+        st = static_for(tp, r["size"], r["conns"]) if r["group"] in ("ajp", "http") else None
         rs = (rv.get("rps") / st["rps"]) if (st and rv.get("rps") and st.get("rps")) else None
         errs = sum(v.get("errors", 0) for v in m.values())
         L.append(
