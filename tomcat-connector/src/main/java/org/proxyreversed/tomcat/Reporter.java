@@ -13,28 +13,39 @@ public interface Reporter {
     void debug(String msg);
 
     static Reporter of(Log log, String prefix) {
-        return new Reporter() {
-            @Override
-            public void error(String msg) {
-                log.error(prefix + msg);
-            }
+        return new ReversedLog(log, prefix);
+    }
+}
 
-            @Override
-            public void warn(String msg) {
-                log.warn(prefix + msg);
-            }
+/** juli with a "[node X] " prefix (juli names this class as the source of each line). */
+final class ReversedLog implements Reporter {
+    private final Log log;
+    private final String prefix;
 
-            @Override
-            public void info(String msg) {
-                log.info(prefix + msg);
-            }
+    ReversedLog(Log log, String prefix) {
+        this.log = log;
+        this.prefix = prefix;
+    }
 
-            @Override
-            public void debug(String msg) {
-                if (log.isDebugEnabled()) {
-                    log.debug(prefix + msg);
-                }
-            }
-        };
+    @Override
+    public void error(String msg) {
+        log.error(prefix + msg);
+    }
+
+    @Override
+    public void warn(String msg) {
+        log.warn(prefix + msg);
+    }
+
+    @Override
+    public void info(String msg) {
+        log.info(prefix + msg);
+    }
+
+    @Override
+    public void debug(String msg) {
+        if (log.isDebugEnabled()) {
+            log.debug(prefix + msg);
+        }
     }
 }
