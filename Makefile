@@ -29,9 +29,12 @@ build: tomcat-connector
 install: build
 	MODDIR="$(MODDIR)" CONFDIR="$(CONFDIR)" PREFIX="$(PREFIX)" APXS="$(APXS)" \
 	  apxs/install.sh "$(MODULE_SO)" "$(AGENT_BIN)"
-	install -d "$(TOMCAT_LIB)"
-	install -m 0644 "$(TC_JAR)" "$(TOMCAT_LIB)/$(notdir $(TC_JAR))"
-	@echo "installed $(TOMCAT_LIB)/$(notdir $(TC_JAR)) (Tomcat's common class loader)"
+	@if [ -d "$(dir $(TOMCAT_LIB))" ]; then \
+	  install -d "$(TOMCAT_LIB)" && install -m 0644 "$(TC_JAR)" "$(TOMCAT_LIB)/$(notdir $(TC_JAR))" && \
+	  echo "installed $(TOMCAT_LIB)/$(notdir $(TC_JAR)) (Tomcat's common class loader)"; \
+	else \
+	  echo "Tomcat is not installed here ($(dir $(TOMCAT_LIB)) missing): copy $(TC_JAR) into \$$CATALINA_HOME/lib or \$$CATALINA_BASE/lib"; \
+	fi
 
 # --- The in-Tomcat connector (tomcat-connector/): plain javac against Debian's
 # Tomcat 10.1 jars, no other Java dependency. `cargo build` does not need Java.
