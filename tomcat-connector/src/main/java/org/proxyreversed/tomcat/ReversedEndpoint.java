@@ -241,6 +241,13 @@ public class ReversedEndpoint extends NioEndpoint {
     /** Opens nothing; validates the attributes and loads the secret (never logged). */
     @Override
     protected void initServerSocket() throws Exception {
+        if (isSSLEnabled()) {
+            // Tomcat would run its TLS server handshake on a link whose first
+            // byte the idle watcher has already read.
+            throw new IllegalArgumentException("mod_proxy_reversed connector: attribute \"SSLEnabled\"=\"true\" is not "
+                    + "supported on a reversed connector (links carry AJP/HTTP in clear, as forward ones do; use a VPN "
+                    + "or an encrypted tunnel across untrusted networks)");
+        }
         cfg.validate(reversedHost, getPort());
         try {
             secret = Secret.load(Paths.get(cfg.secretFile));

@@ -368,4 +368,20 @@ public class EmbeddedTomcatTest {
         }
         assertEquals(LifecycleState.FAILED, c.getState());
     }
+
+    @Test
+    public void tlsOnTheLinkIsRefusedAtStart() throws Exception {
+        Connector c = connector("org.proxyreversed.tomcat.ReversedHttp11Protocol", 9, 1, "SSLEnabled", "true");
+        c.setThrowOnFailure(true);
+        try {
+            start(c);
+            fail("started with SSLEnabled=true");
+        } catch (Exception e) {
+            StringBuilder chain = new StringBuilder();
+            for (Throwable t = e; t != null; t = t.getCause()) {
+                chain.append(t.getMessage()).append(" / ");
+            }
+            assertTrue(chain.toString(), chain.toString().contains("\"SSLEnabled\"=\"true\" is not supported"));
+        }
+    }
 }
