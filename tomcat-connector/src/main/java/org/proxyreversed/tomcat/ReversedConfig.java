@@ -27,8 +27,8 @@ public final class ReversedConfig {
         DEFAULTS.put("maxBackoff", "5000");
         DEFAULTS.put("connectTimeout", "2000");
         DEFAULTS.put("handshakeTimeout", "2000");
-        DEFAULTS.put("dialerThreads", "4");
-        DEFAULTS.put("maxDialsInFlight", "16");
+        DEFAULTS.put("dialerThreads", "8");
+        DEFAULTS.put("maxDialsInFlight", "64");
         DEFAULTS.put("tcpKeepAlive", "true");
         DEFAULTS.put("tcpKeepIdle", "60");
         DEFAULTS.put("tcpKeepInterval", "10");
