@@ -254,10 +254,16 @@ public class EmbeddedTomcatTest {
         Socket s = f.takeLink(5000);
         assertNotNull(s);
         ping(s);
+        ping(s);
+        Thread.sleep(300);
+        org.apache.tomcat.util.threads.ThreadPoolExecutor exec = (org.apache.tomcat.util.threads.ThreadPoolExecutor)
+                tomcat.getService().findConnectors()[0].getProtocolHandler().getExecutor();
+        assertEquals("PINGs and idle links never reach Tomcat's processor threads", 0, exec.getTaskCount());
         OutputStream o = s.getOutputStream();
         o.write(new byte[] {0x12, 0x34, 0x00, 0x01, 0x0a});
         o.flush();
         assertArrayEquals("CPONG", new byte[] {0x41, 0x42, 0x00, 0x01, 0x09}, readN(s, 5, 3000));
+        assertTrue("the request ran on a processor thread", exec.getTaskCount() >= 1);
         Object rc = IntrospectionUtils.getProperty(tomcat.getService().findConnectors()[0].getProtocolHandler(),
                 "reverseConnection");
         assertEquals(Boolean.TRUE, rc);
