@@ -556,3 +556,38 @@ fn thousands_of_idle_links_on_a_handful_of_threads() {
     // compiler or GC thread more or less).
     assert!(t_many <= t_few + 4, "threads grew with links: {t_few} -> {t_many}");
 }
+
+#[test]
+fn pool_full_is_respected_without_hammering() {
+    if !tomcat_available() {
+        return;
+    }
+    let _s = serial();
+    let node = RNode::new("tc-full", "ajp", "127.0.0.2:1", 2);
+    let b = Httpd::builder(Mpm::Event).mpm_settings(
+        "StartServers 2\nServerLimit 2\nThreadLimit 16\nThreadsPerChild 16\nMaxRequestWorkers 32\n\
+         MinSpareThreads 1\nMaxSpareThreads 32\nMaxConnectionsPerChild 0\n",
+    );
+    let secret = b.secret("secret", SECRET);
+    let h = b.conf(&node.conf(&format!("secret={} wait=2s maxidle=2", secret.display()))).conf(STATUS_LOCATION).start();
+    // Tomcat wants 16 idle links; httpd's children keep 2 each.
+    let tc = ReversedTomcat::start(&[Conn::for_node(&node, &secret).attr("idleConnections", "16")]);
+    wait_all_idle(&h, &["tc-full"], Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1000));
+    let before = status_json(&h).unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    let after = status_json(&h).unwrap();
+    let full = after.rejected("tc-full") - before.rejected("tc-full");
+    for (_, n) in after.nodes("tc-full") {
+        assert_eq!(n.idle, 2, "each child holds its maxidle: {after:?}");
+    }
+    // Each full port is retried every 0.5-1 s: about 2 per port per second, not a loop.
+    assert!(full <= 2 * 3 * 2 + 4, "{full} 'pool full' answers in 3 s");
+    assert!(tc.log().contains("pool full"), "the connector did not report the full pool:\n{}", tc.log());
+    let r = get(&node.url_on(&h, "hello.txt")).unwrap();
+    assert_eq!(r.status, 200);
+    figure(
+        "tomcat-connector-pool-full",
+        &format!("maxidle=2 per child, idleConnections=16: every child holds 2 idle, {full} 'pool full' refusals in 3 s (2 ports), served"),
+    );
+}
