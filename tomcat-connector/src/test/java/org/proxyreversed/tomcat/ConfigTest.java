@@ -139,4 +139,29 @@ public class ConfigTest {
             Files.delete(dir);
         }
     }
+
+    /** Every attribute and default of ReversedConfig appears in the README's attribute table. */
+    @Test
+    public void readmeDocumentsEveryAttributeAndDefault() throws IOException {
+        Path readme = java.nio.file.Paths.get("README.md");
+        assertTrue("run from the repository root", Files.exists(readme));
+        List<String> rows = new java.util.ArrayList<>();
+        for (String l : Files.readAllLines(readme, StandardCharsets.UTF_8)) {
+            if (l.startsWith("| `")) {
+                rows.add(l);
+            }
+        }
+        for (java.util.Map.Entry<String, String> e : ReversedConfig.DEFAULTS.entrySet()) {
+            String row = rows.stream().filter(r -> r.startsWith("| `" + e.getKey() + "`")
+                    || r.matches("\\| .*`" + e.getKey() + "`.*\\|.*\\|.*\\|"))
+                    .findFirst().orElse(null);
+            assertTrue("README has no row for attribute " + e.getKey(), row != null);
+            if (e.getValue() != null) {
+                String[] cells = row.split("\\|");
+                String last = cells[cells.length - 1].trim().isEmpty() ? cells[cells.length - 2] : cells[cells.length - 1];
+                assertTrue("README default of " + e.getKey() + " is not " + e.getValue() + ": " + row,
+                        last.contains("`" + e.getValue() + "`"));
+            }
+        }
+    }
 }
