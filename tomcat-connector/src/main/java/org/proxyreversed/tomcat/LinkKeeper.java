@@ -130,14 +130,15 @@ final class LinkKeeper implements Runnable {
     }
 
     private void startDial(int fe, int port) {
+        long started = Clock.now();
         try {
-            dialers.execute(() -> dial(fe, port));
+            dialers.execute(() -> dial(fe, port, started));
         } catch (RuntimeException rejected) {
             events.add(() -> planners[fe].onDialed(port, null, true, Clock.now()));
         }
     }
 
-    private void dial(int fe, int port) {
+    private void dial(int fe, int port, long started) {
         FrontEnd f = frontEnds.get(fe);
         String addr = f.addr(port);
         SocketChannel ch = null;
@@ -167,7 +168,7 @@ final class LinkKeeper implements Runnable {
             return;
         } catch (Handshake.Failure e) {
             closeQuietly(ch);
-            events.add(() -> planners[fe].onDialed(port, e, false, Clock.now()));
+            events.add(() -> planners[fe].onDialed(port, e, false, started, Clock.now()));
         } catch (InterruptedException e) {
             closeQuietly(ch);
             events.add(() -> planners[fe].onDialed(port, null, true, Clock.now()));
@@ -176,7 +177,7 @@ final class LinkKeeper implements Runnable {
             boolean cancelled = !running;
             String msg = e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage();
             Handshake.Failure f2 = new Handshake.Failure(Handshake.Kind.NET, msg);
-            events.add(() -> planners[fe].onDialed(port, cancelled ? null : f2, cancelled, Clock.now()));
+            events.add(() -> planners[fe].onDialed(port, cancelled ? null : f2, cancelled, started, Clock.now()));
         }
     }
 

@@ -32,8 +32,10 @@ public final class PortPlanner {
         final int port;
         int idle;
         int dialing;
-        /** Consecutive NET/AUTH failures. */
+        /** Consecutive NET/AUTH failures, one per backoff round: dials in flight together that fail together count once. */
         int streak;
+        /** When the last counted failure arrived. */
+        long lastFail = Long.MIN_VALUE;
         /** Refused as full / shutting down since the last success. */
         boolean full;
         /** Consecutive accepted links httpd closed at once. */
@@ -208,11 +210,26 @@ public final class PortPlanner {
 
     /** A dial ended: {@code failure} null = accepted; {@code cancelled}: stopped meanwhile. */
     public void onDialed(int portNo, Handshake.Failure failure, boolean cancelled, long now) {
+        onDialed(portNo, failure, cancelled, now, now);
+    }
+
+    /**
+     * A dial that began at {@code started} ended. A NET/AUTH failure of a
+     * dial that was already in flight when the port last failed is the same
+     * event (a child not bound yet refuses every dial of a burst at once):
+     * the backoff set then stands, instead of escalating once per dial.
+     */
+    public void onDialed(int portNo, Handshake.Failure failure, boolean cancelled, long started, long now) {
         Port p = port(portNo);
         p.dialing--;
         String addr = fe.addr(portNo);
         if (cancelled) {
             checkReady();
+            return;
+        }
+        if (failure != null && failure.kind != Handshake.Kind.BUSY && p.lastFail != Long.MIN_VALUE
+                && started <= p.lastFail) {
+            rep.debug(addr + ": a dial begun before the last failure failed too; not counted");
             return;
         }
         if (failure == null) {
@@ -247,6 +264,7 @@ public final class PortPlanner {
             }
             case NET: {
                 p.streak++;
+                p.lastFail = now;
                 long d = backoff(p.streak);
                 Long probe = liveRangeProbe(now);
                 if (probe != null) {
@@ -264,6 +282,7 @@ public final class PortPlanner {
             }
             case AUTH: {
                 p.streak++;
+                p.lastFail = now;
                 // Retrying cannot fix a wrong secret soon: start around 1 s and grow to the cap.
                 long d = Math.max(backoff(p.streak + AUTH_BACKOFF_HEAD_START), AUTH_BACKOFF_MIN);
                 p.nextAllowed = now + d;

@@ -203,6 +203,24 @@ public class PortPlannerTest {
         assertEquals(1, pl.fill(2).size());
     }
 
+    /** A child not bound yet refuses a whole burst at once: one failure, not eight (backoff ~50 ms, not 5 s). */
+    @Test
+    public void dialsRefusedTogetherCountOnce() {
+        PortPlanner pl = new PortPlanner(new FrontEnd("h", 9000, 9000), 8, 5000, 64, new Rec(), 11, 0);
+        List<Integer> d = pl.fill(0);
+        assertEquals(8, d.size());
+        for (int p : d) {
+            pl.onDialed(p, fail(Handshake.Kind.NET), false, 0, 1);
+        }
+        assertEquals(1, pl.port(9000).streak);
+        long wake = pl.nextWake(1);
+        assertTrue("backoff after one counted failure: " + wake, wake >= 1 + 37 && wake <= 1 + 63);
+        // The probe after the backoff is a new round: its failure counts.
+        assertEquals(Collections.singletonList(9000), pl.fill(wake));
+        pl.onDialed(9000, fail(Handshake.Kind.NET), false, wake, wake + 1);
+        assertEquals(2, pl.port(9000).streak);
+    }
+
     @Test
     public void deadLinksAreReplacedAtOnce() {
         PortPlanner pl = new PortPlanner(new FrontEnd("h", 9000, 9000), 1, 5000, 64, new Rec(), 10, 0);
