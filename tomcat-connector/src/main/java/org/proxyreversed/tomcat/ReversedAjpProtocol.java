@@ -63,7 +63,7 @@ public class ReversedAjpProtocol extends AbstractAjpProtocol<NioChannel> {
     public boolean setProperty(String name, String value) {
         boolean ok = super.setProperty(name, value);
         if (!ok) {
-            reversed().unknownAttribute(name);
+            reversed().unknownAttribute(this, name, value);
         }
         return ok;
     }

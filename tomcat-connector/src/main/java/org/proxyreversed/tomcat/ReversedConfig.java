@@ -40,6 +40,7 @@ public final class ReversedConfig {
 
     private final Map<String, String> raw = new LinkedHashMap<>();
     private final List<String> unknown = new ArrayList<>();
+    private final List<String> refused = new ArrayList<>();
 
     // Parsed values (valid after validate()).
     String node;
@@ -75,6 +76,16 @@ public final class ReversedConfig {
         }
     }
 
+    /** A known Tomcat attribute whose value Tomcat could not take (e.g. maxThreads="many"). */
+    public void refused(String name, String value) {
+        String lower = name.toLowerCase(Locale.ROOT);
+        String shown = lower.contains("secret") || lower.contains("password") ? "..." : value;
+        String e = "attribute \"" + name + "\"=\"" + shown + "\" was not accepted by Tomcat (bad value)";
+        if (!refused.contains(e)) {
+            refused.add(e);
+        }
+    }
+
     public List<FrontEnd> frontEnds() {
         return frontEnds;
     }
@@ -86,7 +97,7 @@ public final class ReversedConfig {
      * (null when not set).
      */
     public void validate(String host, int port) {
-        List<String> errs = new ArrayList<>();
+        List<String> errs = new ArrayList<>(refused);
         for (String u : unknown) {
             String hint = suggest(u);
             errs.add("unknown attribute \"" + u + "\"" + (hint == null ? "" : " (did you mean \"" + hint + "\"?)"));

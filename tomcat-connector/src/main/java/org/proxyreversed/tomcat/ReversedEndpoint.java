@@ -455,9 +455,35 @@ public class ReversedEndpoint extends NioEndpoint {
         }
     }
 
-    /** For the protocols: an attribute that neither they nor the endpoint know. */
-    void unknownAttribute(String name) {
-        cfg.unknown(name);
+    /**
+     * For the protocols: an attribute that neither they nor the endpoint
+     * took. With a setter of that name somewhere, the value was bad;
+     * otherwise the name is unknown (a misspelling).
+     */
+    void unknownAttribute(Object protocol, String name, String value) {
+        String setter = "set" + (name.isEmpty() ? "" : Character.toUpperCase(name.charAt(0)) + name.substring(1));
+        boolean known = false;
+        for (Object o : new Object[] {protocol, this}) {
+            for (java.lang.reflect.Method m : o.getClass().getMethods()) {
+                if (m.getName().equals(setter) && m.getParameterCount() == 1) {
+                    known = true;
+                }
+            }
+        }
+        if (name.startsWith("socket.")) {
+            String sub = name.substring(7);
+            String ss = "set" + (sub.isEmpty() ? "" : Character.toUpperCase(sub.charAt(0)) + sub.substring(1));
+            for (java.lang.reflect.Method m : socketProperties.getClass().getMethods()) {
+                if (m.getName().equals(ss) && m.getParameterCount() == 1) {
+                    known = true;
+                }
+            }
+        }
+        if (known) {
+            cfg.refused(name, value);
+        } else {
+            cfg.unknown(name);
+        }
     }
 
     static InetAddress resolveOrNull(String host) {

@@ -55,7 +55,7 @@ public class ReversedHttp11Protocol extends Http11NioProtocol {
     public boolean setProperty(String name, String value) {
         boolean ok = super.setProperty(name, value);
         if (!ok) {
-            reversed().unknownAttribute(name);
+            reversed().unknownAttribute(this, name, value);
         }
         return ok;
     }

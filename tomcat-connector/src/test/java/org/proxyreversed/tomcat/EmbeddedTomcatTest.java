@@ -358,6 +358,7 @@ public class EmbeddedTomcatTest {
         Connector c = new Connector("org.proxyreversed.tomcat.ReversedHttp11Protocol");
         c.setProperty("node", "app1");
         c.setProperty("secretFil", secretFile.toString());
+        c.setProperty("maxThreads", "many");
         c.setThrowOnFailure(true);
         try {
             start(c);
@@ -371,6 +372,8 @@ public class EmbeddedTomcatTest {
             assertTrue(m, m.contains("unknown attribute \"secretFil\" (did you mean \"secretFile\"?)"));
             assertTrue(m, m.contains("\"secretFile\" is required"));
             assertTrue(m, m.contains("no front end"));
+            assertTrue(m, m.contains("attribute \"maxThreads\"=\"many\" was not accepted by Tomcat (bad value)"));
+            assertTrue(m, !m.contains("unknown attribute \"maxThreads\""));
         }
         assertEquals(LifecycleState.FAILED, c.getState());
     }
