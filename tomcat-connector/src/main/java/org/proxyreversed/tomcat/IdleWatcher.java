@@ -65,7 +65,13 @@ final class IdleWatcher implements Runnable {
     /** Adds an authenticated, non-blocking link (from a dialer thread). */
     void add(Link l) {
         if (closing || stopping) {
-            close(l, true, "connector stopping");
+            // Never registered: close it here, without touching the watcher's own state.
+            try {
+                l.ch.close();
+            } catch (IOException ignored) {
+                // closing anyway
+            }
+            sink.closed(l, true, "connector stopping");
             return;
         }
         adds.add(l);
