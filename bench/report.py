@@ -246,14 +246,23 @@ METHOD = """## Method
 
 def main():
     tp, sc, lv = load("throughput.json"), load("scale.json"), load("liveness.json")
+    ti = load("tomcat_idle.json")
     tg = targets(tp, sc)
+    if ti and ti.get("many"):
+        few, many = ti["few"], ti["many"]
+        tg.append((f"in-Tomcat connector: Tomcat threads independent of idle links (2 front ends x {few['links_per_front_end']} "
+                   f"vs x {many['links_per_front_end']})",
+                   f"{few.get('threads')} vs {many.get('threads')} threads", abs(ti.get("thread_difference", 99)) <= 2))
+        b = ti.get("rss_bytes_per_idle_link")
+        tg.append(("in-Tomcat connector: resident memory per idle link reported (≤ 16 KiB)",
+                   f"{b:,} B" if b is not None else "–", b is not None and b <= 16384))
     if lv and lv.get("summary"):
         sm = lv["summary"]
         dh = sm["httpd_cpu_pct_of_core"]["ping_on"] - sm["httpd_cpu_pct_of_core"]["ping_off"]
         da = sm["agent_cpu_pct_of_core"]["ping_on"] - sm["agent_cpu_pct_of_core"]["ping_off"]
         tg.append((f"liveness with {lv['idle_links']:,} idle links: CPU cost of pings < 1 % of a core each",
                    f"httpd +{dh:.2f} %, agent +{da:.2f} % of a core", dh < 1 and da < 1))
-    doc = {"throughput": tp, "scale": sc, "liveness": lv,
+    doc = {"throughput": tp, "scale": sc, "liveness": lv, "tomcat_idle": ti,
            "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in tg]}
     C.save_json("latest.json", doc)
     L = ["# mod_proxy_reversed benchmarks: latest run", ""]
@@ -297,7 +306,19 @@ def main():
         L.append("")
         L += md_liveness(lv)
         L.append("")
-    notes = (tp or {}).get("notes", []) + (sc or {}).get("notes", [])
+    if ti and ti.get("many"):
+        L.append("## Idle links held by the in-Tomcat connector")
+        L.append("")
+        L.append("| idle links (2 front ends) | start to full pools | Tomcat threads | Tomcat RSS | descriptors | served after |")
+        L.append("|---|---|---|---|---|---|")
+        for r in (ti["few"], ti["many"]):
+            L.append(f"| {r['links_total']:,} | {r['start_to_full_s']:.2f} s (includes the JVM start) | {r.get('threads')} "
+                     f"| {r.get('rss_kib', 0) / 1024:.0f} MiB | {r.get('fds')} | {r.get('served')} |")
+        L.append("")
+        L.append(f"Resident memory per extra idle link: {ti.get('rss_bytes_per_idle_link')} B "
+                 f"(heap {ti['settings'].get('heap')}; `bench/tomcat_idle.py`).")
+        L.append("")
+    notes = (tp or {}).get("notes", []) + (sc or {}).get("notes", []) + (ti or {}).get("notes", [])
     if notes:
         L.append("## Notes")
         L.append("")
