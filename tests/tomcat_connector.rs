@@ -591,3 +591,40 @@ fn pool_full_is_respected_without_hammering() {
         &format!("maxidle=2 per child, idleConnections=16: every child holds 2 idle, {full} 'pool full' refusals in 3 s (2 ports), served"),
     );
 }
+
+#[test]
+fn httpd_full_restart_is_found_again() {
+    if !tomcat_available() {
+        return;
+    }
+    let _s = serial();
+    let node = RNode::new("tc-again", "ajp", "127.0.0.2:1", 4);
+    let start_httpd = || {
+        let b = Httpd::builder(Mpm::Event);
+        let secret = b.secret("secret", SECRET);
+        let h = b.conf(&node.conf(&format!("secret={} wait=1s", secret.display()))).conf(STATUS_LOCATION).start();
+        (h, secret)
+    };
+    let (h1, secret) = start_httpd();
+    // The connector keeps its own copy of the secret file.
+    let tc_secret = std::env::temp_dir().join(format!("tc-again-{}.secret", std::process::id()));
+    write_secret(&tc_secret, SECRET);
+    let tc = ReversedTomcat::start(&[Conn::for_node(&node, &tc_secret).attr("maxBackoff", "2000")]);
+    drop(secret);
+    wait_all_idle(&h1, &["tc-again"], Duration::from_secs(20));
+    assert_eq!(get(&node.url_on(&h1, "hello.txt")).unwrap().status, 200);
+    drop(h1); // httpd stops: every link closes, every port refuses
+    std::thread::sleep(Duration::from_secs(3)); // the connector backs off to its 2 s cap meanwhile
+    let t = Instant::now();
+    let (h2, _s2) = start_httpd();
+    let up = t.elapsed();
+    let served = first_200(&node.url_on(&h2, "hello.txt"), Duration::from_secs(15));
+    let _ = std::fs::remove_file(&tc_secret);
+    let served = served.expect("not served within 15 s of httpd's new start");
+    figure(
+        "tomcat-connector-httpd-restart",
+        &format!("httpd stopped 3 s, started again (up after {} ms): first 200 {} ms after the start (maxBackoff=2000)", ms(up), ms(served)),
+    );
+    assert!(served <= Duration::from_millis(2000 + 2000), "served {served:?} after httpd's start");
+    assert!(tc.log().contains("OK again after"), "the connector did not report the recovery");
+}
