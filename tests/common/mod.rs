@@ -109,7 +109,7 @@ fn port_is_free(port: u16) -> bool {
 
 /// First port of `n` consecutive free ports on 127.0.0.1.
 pub fn free_ports(n: u16) -> u16 {
-    assert!(n >= 1 && n < 200);
+    assert!((1..200).contains(&n));
     let _g = PORT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if NEXT_PORT.load(Ordering::SeqCst) == 0 {
         let span = PORT_HI - PORT_LO;
