@@ -38,7 +38,6 @@ PRX_EXPORT module AP_MODULE_DECLARE_DATA proxy_reversed_module;
 APLOG_USE_MODULE(proxy_reversed);
 
 #define PRX_FN "PROXY_REVERSED"
-#define PRX_INNER_NOTE "proxy-reversed-inner"
 #define PRX_ERRLEN 512
 
 /* Compile-time check that the levels the Rust side uses are httpd's. */
@@ -93,6 +92,12 @@ static apr_thread_mutex_t *prx_workers_mutex;
 /* This child serves reversed nodes (child_init found some): else the scheme
  * hook declines at once. */
 static int prx_active;
+/* Nodes may be registered at run time (ProxyReversedMCMP): the cache of
+ * prx_worker_node is then keyed on prx_nodes_gen(); else it never changes. */
+static int prx_dynamic;
+/* Set on the thread that runs the inner scheme handlers of a handoff, so the
+ * hook declines there (cheaper per request than a table lookup in r->notes). */
+static __thread int prx_inner;
 
 static prx_worker_ref *prx_refs(void)
 {
@@ -309,6 +314,7 @@ static void prx_hook_child_init(apr_pool_t *pchild, server_rec *s)
     prx_child_pool = pchild;
     apr_thread_mutex_create(&prx_workers_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
     prx_active = 1;
+    prx_dynamic = prx_nodes_dynamic();
     prx_balancer_manage = APR_RETRIEVE_OPTIONAL_FN(balancer_manage);
     prx_each_worker(s, PRX_EACH_ALL, prx_collect_one, NULL);
     prx_child_init();
@@ -361,7 +367,7 @@ static void prx_ref_set(proxy_worker *w, int node, unsigned int gen)
  * Resolved by name only when the registered nodes changed since. */
 static int prx_worker_node(proxy_worker *w)
 {
-    unsigned int gen = prx_nodes_gen();
+    unsigned int gen = prx_dynamic ? prx_nodes_gen() : 0;
     prx_worker_ref *ref = prx_ref_find(w);
     int node;
     if (ref && __atomic_load_n(&ref->gen, __ATOMIC_ACQUIRE) == gen) {
@@ -378,7 +384,7 @@ static int prx_worker_node(proxy_worker *w)
 /* A worker of a node registered through MCMP (the balancer member made for it). */
 static void prx_adopt_worker(proxy_worker *w, int node)
 {
-    prx_ref_set(w, node, prx_nodes_gen());
+    prx_ref_set(w, node, prx_dynamic ? prx_nodes_gen() : 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -599,9 +605,9 @@ static int prx_attempt(request_rec *r, proxy_worker *worker, proxy_server_conf *
     shadow_cp.conn = c;
     shadow.cp = &shadow_cp;
 
-    apr_table_setn(r->notes, PRX_INNER_NOTE, "1");
+    prx_inner = 1;
     status = proxy_run_scheme_handler(r, &shadow, conf, url, proxyhost, proxyport);
-    apr_table_unset(r->notes, PRX_INNER_NOTE);
+    prx_inner = 0;
 
     /* The inner handler released the connection into shadow_cp.conn. */
     c = *conn = shadow_cp.conn;
@@ -621,7 +627,7 @@ static int prx_scheme_handler(request_rec *r, proxy_worker *worker, proxy_server
     proxy_conn_rec *conn = NULL;
     int node, status, attempt, no_socket;
 
-    if (!prx_active || proxyhost || !worker->s || apr_table_get(r->notes, PRX_INNER_NOTE)) {
+    if (!prx_active || prx_inner || proxyhost || !worker->s) {
         return DECLINED;
     }
     node = prx_worker_node(worker);

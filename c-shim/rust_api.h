@@ -43,6 +43,9 @@ int prx_node_for_worker(const char *worker_name);
  * ProxyReversedMCMP): the shim caches prx_node_for_worker per worker under it. */
 unsigned int prx_nodes_gen(void);
 
+/* 1 if nodes may register at run time (ProxyReversedMCMP), else 0. */
+int prx_nodes_dynamic(void);
+
 /* Nodes the module may serve: ProxyReversed nodes plus the slots for nodes
  * registered through MCMP. 0 means the module has nothing to do. */
 int prx_node_count(void);

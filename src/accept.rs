@@ -423,14 +423,13 @@ impl AcceptLoop {
             drop(drained);
             self.child.nodes[i].cond.notify_all();
             match self.child.desc(i) {
-                Some(d) if d.active => {
-                    if !self.child.close_listeners.load(SeqCst) {
-                        self.listeners[i] = self.child.bind(i, true);
-                        if let (true, Some(l)) = (self.paused, &self.listeners[i]) {
-                            self.child.epoll.delete(l);
-                        }
+                Some(d) if d.active && !self.child.close_listeners.load(SeqCst) => {
+                    self.listeners[i] = self.child.bind(i, true);
+                    if let (true, Some(l)) = (self.paused, &self.listeners[i]) {
+                        self.child.epoll.delete(l);
                     }
                 }
+                Some(d) if d.active => {}
                 Some(d) => log::info(5, || format!("node '{}' was removed: child {} closed its listener", d.node.name, std::process::id())),
                 None => {}
             }
@@ -472,7 +471,7 @@ impl AcceptLoop {
                 self.child.epoll.delete(l);
             }
             let now = Instant::now();
-            if self.last_flood_log.map_or(true, |t| now.duration_since(t) >= Duration::from_secs(10)) {
+            if self.last_flood_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
                 self.last_flood_log = Some(now);
                 log::warn(6, &format!(
                     "{} connections are in handshake (ProxyReversedMaxHandshakes): not accepting more until some complete or time out",
@@ -710,7 +709,7 @@ impl AcceptLoop {
         let st = self.child.stats(i);
         {
             let mut q = lock(&rt.idle);
-            if self.child.active(i).map_or(true, |n| q.len() >= n.max_idle) {
+            if self.child.active(i).is_none_or(|n| q.len() >= n.max_idle) {
                 self.child.epoll.delete(&stream);
                 return Err("the idle pool is full (maxidle)".into());
             }

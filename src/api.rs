@@ -115,6 +115,14 @@ pub fn node_for_worker(name: &str) -> Option<usize> {
     with_builder(|b| b.cfg.node_for_worker(name))
 }
 
+/// Whether nodes can be registered at run time (ProxyReversedMCMP).
+pub fn nodes_dynamic() -> bool {
+    if let Some(c) = CHILD.get() {
+        return c.registry().is_some();
+    }
+    lock(&FROZEN).as_ref().is_some_and(|f| f.registry.is_some())
+}
+
 /// Changes whenever the registered nodes change (0 without ProxyReversedMCMP).
 pub fn nodes_gen() -> u32 {
     if let Some(c) = CHILD.get() {
@@ -225,7 +233,7 @@ pub fn worker_reserved(name: &str) -> bool {
     let Some(c) = CHILD.get() else { return false };
     let Some((host, port)) = crate::config::worker_host_port(name) else { return false };
     let inside = |r: &crate::config::PortRange| {
-        (r.addr.is_unspecified() || host.map_or(true, |h| h == r.addr)) && (r.first..=r.last).contains(&port)
+        (r.addr.is_unspecified() || host.is_none_or(|h| h == r.addr)) && (r.first..=r.last).contains(&port)
     };
     c.cfg.nodes.iter().any(|n| inside(&n.range)) || c.cfg.mcmp.as_ref().is_some_and(|m| inside(&m.window))
 }

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 
-use crate::config::{same_worker, Auth, Config, Node};
+use crate::config::{Auth, Config, Node, WorkerId};
 use crate::os::{Epoll, EventFd, EV_IN};
 use crate::liveness;
 use crate::log;
@@ -205,9 +205,10 @@ impl Child {
         if let Some(i) = self.cfg.node_for_worker(name) {
             return Some(i);
         }
+        let id = WorkerId::new(name);
         let find = || {
             (self.cfg.nodes.len()..self.nodes.len())
-                .find(|&i| self.desc(i).is_some_and(|d| same_worker(&d.node.worker_url, name)))
+                .find(|&i| self.desc(i).is_some_and(|d| d.node.worker_id == id))
         };
         find().or_else(|| {
             // Registered a moment ago, before the accept thread looked.
@@ -247,6 +248,7 @@ impl Child {
         let node = Node {
             name: e.route.clone(),
             worker_url: e.worker_url(),
+            worker_id: WorkerId::new(&e.worker_url()),
             range: crate::config::PortRange { addr: e.addr, first: e.port, last: e.last_port() },
             auth: Auth::Hmac,
             secret,

@@ -173,6 +173,8 @@ pub struct Node {
     pub live_opts: LiveOpts,
     /// In effect: `live_opts` over `ProxyReversedLiveness` (see Builder::resolve).
     pub live: Liveness,
+    /// `worker_url`, normalised.
+    pub worker_id: WorkerId,
 }
 
 impl std::fmt::Debug for Node {
@@ -215,7 +217,20 @@ pub fn worker_host_port(url: &str) -> Option<(Option<IpAddr>, u16)> {
 /// A port that is the scheme's default is left out, as mod_proxy_cluster
 /// names its workers (`ajp://h:8009` and `ajp://h` name one worker).
 pub fn same_worker(a: &str, b: &str) -> bool {
-    worker_key(a) == worker_key(b)
+    WorkerId::new(a) == WorkerId::new(b)
+}
+
+/// A worker's identity, normalised once: what every comparison of worker
+/// names in the module uses (the shim hands over mod_proxy's name of a
+/// worker, `name_ex` or `name`; registered nodes' names are made by
+/// `registry::Entry::worker_url`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    pub fn new(url: &str) -> WorkerId {
+        WorkerId(worker_key(url))
+    }
 }
 
 fn default_port(scheme: &str) -> Option<u16> {
@@ -385,7 +400,8 @@ impl Config {
     }
 
     pub fn node_for_worker(&self, worker_name: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| same_worker(&n.worker_url, worker_name))
+        let id = WorkerId::new(worker_name);
+        self.nodes.iter().position(|n| n.worker_id == id)
     }
 }
 
@@ -483,6 +499,7 @@ impl Builder {
             max_idle,
             live_opts: o.live,
             live,
+            worker_id: WorkerId::new(worker_url),
         });
         self.seen_workers.push(false);
         Ok(())

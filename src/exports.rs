@@ -141,6 +141,11 @@ pub extern "C" fn prx_mcmp_max_body() -> usize {
 }
 
 #[no_mangle]
+pub extern "C" fn prx_nodes_dynamic() -> c_int {
+    guard(0, || api::nodes_dynamic() as c_int)
+}
+
+#[no_mangle]
 pub extern "C" fn prx_nodes_gen() -> std::ffi::c_uint {
     guard(0, api::nodes_gen)
 }

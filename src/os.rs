@@ -53,20 +53,27 @@ impl Epoll {
     /// Waits for events; returns their (token, events) pairs in `out`.
     pub fn wait(&self, out: &mut Vec<(u64, u32)>, timeout: Duration) -> io::Result<()> {
         const MAX: usize = 256;
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; MAX];
-        let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
-        // SAFETY: the kernel writes at most MAX events into the array we own.
-        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), evs.as_mut_ptr(), MAX as c_int, ms) };
+        thread_local! {
+            // One buffer per thread, never zeroed: the kernel fills what it returns.
+            static BUF: std::cell::RefCell<Vec<libc::epoll_event>> = std::cell::RefCell::new(Vec::with_capacity(MAX));
+        }
+        // Rounded up: a timeout rounded down to 0 ms would spin until the deadline.
+        let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as c_int;
         out.clear();
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
-        }
-        for ev in &evs[..n as usize] {
-            let (token, events) = (ev.u64, ev.events);
-            out.push((token, events));
-        }
-        Ok(())
+        BUF.with(|b| {
+            let mut evs = b.borrow_mut();
+            evs.clear();
+            // SAFETY: the kernel writes at most MAX events into the vector's spare capacity.
+            let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), evs.as_mut_ptr(), MAX as c_int, ms) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+            }
+            // SAFETY: epoll_wait initialised the first n entries.
+            unsafe { evs.set_len(n as usize) };
+            out.extend(evs.iter().map(|ev| (ev.u64, ev.events)));
+            Ok(())
+        })
     }
 }
 

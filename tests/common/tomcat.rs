@@ -262,6 +262,12 @@ impl ReversedTomcat {
     }
 }
 
+/// JAVA_HOME of /usr/bin/java (through the alternatives links).
+fn java_home() -> PathBuf {
+    let real = fs::canonicalize("/usr/bin/java").unwrap_or_else(|_| PathBuf::from("/usr/bin/java"));
+    real.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/usr"))
+}
+
 impl Drop for ReversedTomcat {
     fn drop(&mut self) {
         self.stop();
