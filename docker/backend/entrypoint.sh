@@ -76,7 +76,11 @@ if [ $respond = 0 ]; then
   done
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { stop_all; die "Tomcat's port $port did not open within 90 s"; }
   [ $backend = 1 ] || set -- "$@" --backend "127.0.0.1:$port"
+  echo "mpr-backend: Tomcat answers on 127.0.0.1:$port after $SECONDS s" >&2
 fi
+
+# The epoch time is for tests that time the links from the agent's start.
+echo "mpr-backend: reversed-agent starts at $(date +%s.%N)" >&2
 
 "${drop[@]}" /usr/local/bin/reversed-agent "$@" &
 agent_pid=$!
