@@ -143,7 +143,11 @@ static const command_rec prx_cmds[] = {
     AP_INIT_TAKE_ARGV("ProxyReversed", prx_cmd_args, NULL, RSRC_CONF,
                       "ProxyReversed <node> <worker-url> <listen-address>:<first>-<last> "
                       "[secret=<file>] [auth=hmac|none] [allow=<net>[,<net>...]] "
-                      "[wait=<time>] [maxidle=<n>]"),
+                      "[wait=<time>] [maxidle=<n>] [liveness keys, see ProxyReversedLiveness]"),
+    AP_INIT_TAKE_ARGV("ProxyReversedLiveness", prx_cmd_args, NULL, RSRC_CONF,
+                      "ProxyReversedLiveness [ping=<time>|off] [pingtimeout=<time>] "
+                      "[verify=<time>|off] [reuse=<time>] [keepalive=<idle>,<intvl>,<count>|off] "
+                      "[usertimeout=<time>|off] [v1=refuse|serve]: defaults of every node"),
     AP_INIT_TAKE1("ProxyReversedHandshakeTimeout", prx_cmd_global, NULL, RSRC_CONF,
                   "How long a dialer may take to complete the handshake (default 3s)"),
     AP_INIT_TAKE1("ProxyReversedMaxHandshakes", prx_cmd_global, NULL, RSRC_CONF,
@@ -348,10 +352,35 @@ static int prx_known_worker(proxy_worker *w, int node)
 /* The handoff                                                         */
 /* ------------------------------------------------------------------ */
 
+/* The cleanup's data: node in the high half, fd in the low one. */
+#define PRX_RETIRE_DATA(node, fd) ((void *)(((apr_uintptr_t)(node) << 32) | (apr_uint32_t)(fd)))
+
 static apr_status_t prx_conn_retired(void *data)
 {
-    prx_fd_retired((int)(apr_uintptr_t)data);
+    apr_uintptr_t v = (apr_uintptr_t)data;
+    prx_fd_retired((int)(v >> 32), (int)(apr_uint32_t)(v & 0xffffffffu));
     return APR_SUCCESS;
+}
+
+/* The fd under conn->sock, or -1. */
+static int prx_conn_fd(proxy_conn_rec *conn)
+{
+    apr_os_sock_t fd;
+    if (!conn->sock || apr_os_sock_get(&fd, conn->sock) != APR_SUCCESS) {
+        return -1;
+    }
+    return (int)fd;
+}
+
+/* Closes the socket of a pooled connection as mod_proxy's own socket_cleanup
+ * does (the scpool holds the socket, its backend conn_rec and our cleanup). */
+static void prx_conn_drop_socket(proxy_conn_rec *conn)
+{
+    conn->sock = NULL;
+    conn->tmp_bb = NULL;
+    conn->connection = NULL;
+    conn->ssl_hostname = NULL;
+    apr_pool_clear(conn->scpool);
 }
 
 /* Wraps a backend-initiated fd into conn->sock, as ap_proxy_connect_backend
@@ -376,11 +405,11 @@ apr_status_t prx_attach(proxy_conn_rec *conn, proxy_worker *worker, proxy_server
     if (rv != APR_SUCCESS) {
         close(fd);
         conn->sock = NULL;
-        prx_fd_retired(node);
+        prx_fd_retired(node, -1);
         return rv;
     }
     /* Counts the connection as retired when mod_proxy closes it. */
-    apr_pool_cleanup_register(conn->scpool, (void *)(apr_uintptr_t)node, prx_conn_retired,
+    apr_pool_cleanup_register(conn->scpool, PRX_RETIRE_DATA(node, fd), prx_conn_retired,
                               apr_pool_cleanup_null);
 
     if (worker->s->timeout_set) {
@@ -520,9 +549,15 @@ static int prx_scheme_handler(request_rec *r, proxy_worker *worker, proxy_server
     }
 
     for (attempt = 1;; attempt++) {
-        /* A pooled connection that still has its live socket is reused as is;
-         * a dead or unused one gets a fresh backend-initiated socket. A failed
-         * check has closed the socket (socket_cleanup): conn->sock is NULL. */
+        /* A pooled connection that still has its live socket is reused if its
+         * last response ended within the node's reuse= time (such a link
+         * cannot be pinged: it belongs to the request protocol); an older one
+         * is closed, and a dead or unused one gets a fresh, verified
+         * backend-initiated socket. A failed check has closed the socket
+         * (socket_cleanup): conn->sock is NULL. */
+        if (conn->sock && !prx_link_reusable(node, prx_conn_fd(conn))) {
+            prx_conn_drop_socket(conn);
+        }
         if (!conn->sock
             || ap_proxy_check_connection(PRX_FN, conn, r->server, 0, PROXY_CHECK_CONN_EMPTY) != APR_SUCCESS) {
             status = prx_give_socket(r, worker, conf, conn, node, attempt > 1);
@@ -551,6 +586,10 @@ static int prx_scheme_handler(request_rec *r, proxy_worker *worker, proxy_server
             return status;
         }
         conn->worker = worker;
+        if (conn->sock) {
+            /* mod_proxy keeps it for the next request (AJP reuse, HTTP keep-alive). */
+            prx_link_released(prx_conn_fd(conn));
+        }
         /* 503 from the scheme handler means the connection failed before a
          * response (it died between our check and mod_proxy's, or while the
          * request was being written). While another connection is idle right

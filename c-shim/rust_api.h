@@ -65,8 +65,16 @@ void prx_child_exit(void);
  * child). *wait_ms gets the node's wait time, for messages. */
 int prx_take_fd(int node, int nowait, int *wait_ms);
 
-/* A connection handed out by prx_take_fd was closed by mod_proxy. */
-void prx_fd_retired(int node);
+/* A connection handed out by prx_take_fd (now fd) was closed by mod_proxy. */
+void prx_fd_retired(int node, int fd);
+
+/* mod_proxy kept the link fd in the worker's pool after a response. */
+void prx_link_released(int fd);
+
+/* 1 if a request may go on the pooled link fd of node `node` again (its last
+ * response ended within the node's reuse= time); 0: close it and take a
+ * verified idle link instead. */
+int prx_link_reusable(int node, int fd);
 
 /* --- MCMP receiver (SetHandler proxy-reversed-mcmp) --- */
 

@@ -52,6 +52,7 @@ pub fn cfg_args(name: &str, args: &[&str]) -> Result<(), String> {
         }
         "proxyreversedmcmp" => b.set_mcmp(args).map_err(|e| e.to_string()),
         "proxyreversednodesecret" => b.add_node_secret(args).map_err(|e| e.to_string()),
+        "proxyreversedliveness" => b.set_liveness(args).map_err(|e| e.to_string()),
         _ => Err("unknown directive".into()),
     })
 }
@@ -69,7 +70,7 @@ pub fn cfg_check() -> Result<(), String> {
 }
 
 pub fn post_config(server_limit: usize, max_children: usize, threads_per_child: usize) -> Result<(), String> {
-    let cfg = Arc::new(with_builder(|b| b.cfg.clone()));
+    let cfg = Arc::new(with_builder(|b| b.resolve().map(|_| b.cfg.clone())).map_err(|e| e.to_string())?);
     if threads_per_child <= 1 {
         for n in &cfg.nodes {
             if n.range.len() < max_children {
@@ -171,10 +172,20 @@ pub fn take_fd(node: usize, nowait: bool) -> (Option<TcpStream>, Duration) {
     }
 }
 
-pub fn fd_retired(node: usize) {
+pub fn fd_retired(node: usize, fd: i32) {
     if let Some(c) = CHILD.get() {
-        c.retired(node);
+        c.retired(node, fd);
     }
+}
+
+pub fn link_released(fd: i32) {
+    if let Some(c) = CHILD.get() {
+        c.link_released(fd);
+    }
+}
+
+pub fn link_reusable(node: usize, fd: i32) -> bool {
+    CHILD.get().is_some_and(|c| c.link_reusable(node, fd))
 }
 
 pub fn status_render(json: bool) -> String {

@@ -15,6 +15,7 @@ use reversed_proto as proto;
 
 use crate::config::{same_worker, Auth, Config, Node};
 use crate::ffi::{self, Epoll, EventFd, EV_IN, EV_RDHUP};
+use crate::liveness;
 use crate::log;
 use crate::registry::{self, Registry};
 use crate::stats::{NodeStats, Table};
@@ -47,7 +48,28 @@ const GRACEFUL_LINGER: Duration = Duration::from_millis(250);
 struct Idle {
     token: u64,
     stream: TcpStream,
+    /// The dialer answers PINGs (handshake version 2 with pings on).
+    pingable: bool,
+    /// The last sign of life: the verdict, or the last PONG.
+    life: Instant,
+    /// The last PING sent (or the verdict): the next is due one interval later.
+    pinged: Instant,
 }
+
+/// A link whose PING is out: out of the queue until its PONG arrives.
+struct Probe {
+    node: usize,
+    idle: Idle,
+    sent: Instant,
+    deadline: Instant,
+    got: Vec<u8>,
+}
+
+/// Most often the accept thread looks for idle links due a PING.
+const PING_SCAN_MAX: Duration = Duration::from_millis(100);
+const PING_SCAN_MIN: Duration = Duration::from_millis(10);
+/// A refused version-1 dialer is logged as a warning at most this often per node.
+const V1_WARN_EVERY: Duration = Duration::from_secs(10);
 
 struct NodeRt {
     idle: Mutex<VecDeque<Idle>>,
@@ -57,6 +79,12 @@ struct NodeRt {
     desc: RwLock<Option<Desc>>,
     /// The registry generation `desc` was last brought in line with.
     seen_gen: std::sync::atomic::AtomicU32,
+    /// A PING of this node failed at this time: links that showed no life
+    /// since may be dead as well (a NAT lost them all) and are handed out
+    /// only once a PING of the sweep below has answered.
+    suspect: Mutex<Option<Instant>>,
+    /// Asks the accept thread to ping every suspect idle link now.
+    sweep: AtomicBool,
 }
 
 /// A node as this child knows it.
@@ -87,6 +115,8 @@ pub struct Child {
     /// Request threads waiting in `take` for a connection.
     waiting: AtomicUsize,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Links that mod_proxy kept after a response, by fd: when that response ended.
+    released: Mutex<HashMap<i32, Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,6 +144,8 @@ impl Child {
                     cond: Condvar::new(),
                     desc: RwLock::new(cfg.nodes.get(i).map(|n| Desc { node: Arc::new(n.clone()), active: true })),
                     seen_gen: Default::default(),
+                    suspect: Mutex::new(None),
+                    sweep: AtomicBool::new(false),
                 })
                 .collect(),
             registry,
@@ -126,6 +158,7 @@ impl Child {
             graceful_since: Mutex::new(None),
             waiting: AtomicUsize::new(0),
             thread: Mutex::new(None),
+            released: Mutex::new(HashMap::new()),
         };
         child.epoll.add(&child.wake, EV_IN, token(K_WAKE, 0, 0))?;
         // The child lives in a static for the rest of the process.
@@ -228,6 +261,8 @@ impl Child {
             allow: m.allow.clone(),
             wait: m.wait,
             max_idle: m.max_idle,
+            live_opts: m.live_opts,
+            live: m.live,
         };
         Some(Desc { node: Arc::new(node), active: e.state == registry::ACTIVE })
     }
@@ -274,23 +309,67 @@ impl Child {
         None
     }
 
-    /// Takes an authenticated idle connection, waiting up to `wait`.
+    /// Takes an authenticated idle connection, waiting up to `wait`. A
+    /// link whose last sign of life is older than the node's `verify` age is
+    /// pinged first (bounded by `pingtimeout`); one that does not answer is
+    /// retired, the node's other idle links are pinged at once by the accept
+    /// thread, and the request takes a link that answered or a new one.
     pub fn take(&self, i: usize, wait: Duration) -> Option<TcpStream> {
         let rt = &self.nodes[i];
         let st = self.stats(i);
+        let live = self.desc(i).map(|d| d.node.live).unwrap_or_default();
         let deadline = Instant::now() + wait;
         let mut q = lock(&rt.idle);
-        loop {
-            // Most recently verified first.
-            while let Some(c) = q.pop_back() {
+        'outer: loop {
+            let suspect = *lock(&rt.suspect);
+            // Most recent sign of life first (the back); links older than a
+            // failed ping wait for the sweep.
+            let usable = |c: &Idle| !(c.pingable && suspect.is_some_and(|t| c.life <= t));
+            while let Some(pos) = q.iter().rposition(usable) {
+                let Some(c) = q.remove(pos) else { break };
                 self.epoll.delete(&c.stream);
                 st.idle.fetch_sub(1, Relaxed);
-                if idle_is_alive(&c.stream) && c.stream.set_nonblocking(false).is_ok() {
+                if !idle_is_alive(&c.stream) {
+                    NodeStats::inc(&st.retired);
+                    log::debug(|| format!("node {}: discarded an idle connection the dialer had closed", self.name(i)));
+                    continue;
+                }
+                let check = c.pingable && live.verify.is_some_and(|v| c.life.elapsed() >= v);
+                if !check {
+                    if c.stream.set_nonblocking(false).is_err() {
+                        NodeStats::inc(&st.retired);
+                        continue;
+                    }
                     st.busy.fetch_add(1, Relaxed);
                     return Some(c.stream);
                 }
-                NodeStats::inc(&st.retired);
-                log::debug(|| format!("node {}: discarded an idle connection the dialer had closed", self.name(i)));
+                drop(q);
+                let sent = Instant::now();
+                let t = if wait.is_zero() {
+                    live.ping_timeout
+                } else {
+                    live.ping_timeout.min(deadline.saturating_duration_since(sent))
+                };
+                match liveness::verify(&c.stream, t) {
+                    Ok(()) => {
+                        st.busy.fetch_add(1, Relaxed);
+                        return Some(c.stream);
+                    }
+                    Err(why) => {
+                        NodeStats::inc(&st.retired);
+                        NodeStats::inc(&st.ping_failed);
+                        log::info(|| {
+                            format!(
+                                "node {}: idle connection from {} failed its check before use ({why}); retired, pinging the others",
+                                self.name(i),
+                                c.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+                            )
+                        });
+                        self.suspect_since(i, sent);
+                    }
+                }
+                q = lock(&rt.idle);
+                continue 'outer;
             }
             if self.stop.load(Relaxed) {
                 return None;
@@ -305,11 +384,40 @@ impl Child {
         }
     }
 
+    /// A PING sent at `t` failed: every idle link of node `i` that showed
+    /// no life since is suspect until the accept thread has pinged it.
+    fn suspect_since(&self, i: usize, t: Instant) {
+        let rt = &self.nodes[i];
+        {
+            let mut s = lock(&rt.suspect);
+            if s.is_none_or(|old| old < t) {
+                *s = Some(t);
+            }
+        }
+        rt.sweep.store(true, SeqCst);
+        self.wake.signal();
+    }
+
+    /// mod_proxy kept link `fd` of node `i` after a response.
+    pub fn link_released(&self, fd: i32) {
+        lock(&self.released).insert(fd, Instant::now());
+    }
+
+    /// Whether mod_proxy may send a request on link `fd` again: only within
+    /// the node's `reuse` time after its last response.
+    pub fn link_reusable(&self, i: usize, fd: i32) -> bool {
+        let reuse = self.desc(i).map(|d| d.node.live.reuse).unwrap_or_default();
+        lock(&self.released).get(&fd).is_some_and(|t| t.elapsed() < reuse)
+    }
+
     fn name(&self, i: usize) -> String {
         self.desc(i).map(|d| format!("'{}'", d.node.name)).unwrap_or_else(|| format!("#{i}"))
     }
 
-    pub fn retired(&self, i: usize) {
+    pub fn retired(&self, i: usize, fd: i32) {
+        if fd >= 0 {
+            lock(&self.released).remove(&fd);
+        }
         let st = self.stats(i);
         st.busy.fetch_sub(1, Relaxed);
         NodeStats::inc(&st.retired);
@@ -451,7 +559,12 @@ impl Child {
 
 enum Stage {
     Hello,
-    Proof { client_nonce: [u8; proto::NONCE_LEN], server_nonce: [u8; proto::NONCE_LEN] },
+    Proof {
+        version: u8,
+        client_nonce: [u8; proto::NONCE_LEN],
+        server_nonce: [u8; proto::NONCE_LEN],
+        ping: proto::PingParams,
+    },
 }
 
 struct Shake {
@@ -465,7 +578,8 @@ struct Shake {
 
 enum Outcome {
     Pending,
-    Accepted,
+    /// Pooled; true if the dialer answers PINGs.
+    Accepted(bool),
     Rejected(String),
 }
 
@@ -480,6 +594,11 @@ struct AcceptLoop {
     /// Per node: the registry generation its listener was set up for.
     bound_gen: Vec<u32>,
     last_poll: Instant,
+    /// Idle links whose PING is out, by token.
+    probing: HashMap<u64, Probe>,
+    next_ping_scan: Instant,
+    /// Per node: when a refused version-1 dialer was last logged as a warning.
+    last_v1_warn: Vec<Option<Instant>>,
 }
 
 impl AcceptLoop {
@@ -494,6 +613,9 @@ impl AcceptLoop {
             paused: false,
             bound_gen: child.nodes.iter().map(|n| n.seen_gen.load(SeqCst)).collect(),
             last_poll: Instant::now(),
+            probing: HashMap::new(),
+            next_ping_scan: Instant::now(),
+            last_v1_warn: vec![None; child.nodes.len()],
         }
     }
 
@@ -529,6 +651,10 @@ impl AcceptLoop {
             for s in self.shakes.values() {
                 until = until.min(s.deadline);
             }
+            for p in self.probing.values() {
+                until = until.min(p.deadline);
+            }
+            until = until.min(self.next_ping_scan);
             if let Err(e) = self.child.epoll.wait(&mut events, until.saturating_duration_since(now)) {
                 log::error(&format!("epoll_wait failed: {e}; the accept thread stops"));
                 break;
@@ -538,12 +664,17 @@ impl AcceptLoop {
                     K_WAKE => self.child.wake.drain(),
                     K_LISTEN => self.accept_all(token_node(tok)),
                     K_SHAKE => self.progress(tok),
+                    K_IDLE if self.probing.contains_key(&tok) => self.probe_event(tok),
                     K_IDLE => self.idle_event(tok, ev),
                     _ => {}
                 }
             }
             let now = Instant::now();
             self.expire(now);
+            self.expire_probes(now);
+            if now >= self.next_ping_scan || self.child.nodes.iter().any(|n| n.sweep.load(Relaxed)) {
+                self.ping_scan(now);
+            }
             self.resume_if_room();
             if self.child.registry.is_some() && now >= self.last_poll + REGISTRY_POLL {
                 self.last_poll = now;
@@ -557,6 +688,126 @@ impl AcceptLoop {
         for (_, s) in self.shakes.drain() {
             self.child.epoll.delete(&s.stream);
         }
+        for (_, p) in self.probing.drain() {
+            self.child.epoll.delete(&p.idle.stream);
+            self.child.stats(p.node).idle.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Sends the PINGs that are due: each pingable idle link one interval
+    /// after its last PING (or its verdict), and at once every suspect link
+    /// of a node whose sweep was asked for. The scan runs at a tenth of the
+    /// shortest interval (10..100 ms), so a PING is at most that late.
+    fn ping_scan(&mut self, now: Instant) {
+        let mut every = PING_SCAN_MAX;
+        for i in 0..self.child.nodes.len() {
+            let rt = &self.child.nodes[i];
+            let sweep = rt.sweep.swap(false, SeqCst);
+            let Some(node) = self.child.active(i) else { continue };
+            let Some(interval) = node.live.ping else { continue };
+            every = every.min((interval / 10).max(PING_SCAN_MIN));
+            let suspect = if sweep { *lock(&rt.suspect) } else { None };
+            let due = |c: &Idle| {
+                c.pingable && (now >= c.pinged + interval || suspect.is_some_and(|t| c.life <= t))
+            };
+            let out: Vec<Idle> = {
+                let mut q = lock(&rt.idle);
+                if !q.iter().any(due) {
+                    continue;
+                }
+                let (out, keep): (Vec<Idle>, Vec<Idle>) = q.drain(..).partition(|c| due(c));
+                *q = VecDeque::from(keep);
+                out
+            };
+            for c in out {
+                self.send_ping(i, c, now, node.live.ping_timeout);
+            }
+        }
+        self.next_ping_scan = now + every;
+    }
+
+    fn send_ping(&mut self, i: usize, mut c: Idle, now: Instant, timeout: Duration) {
+        match (&c.stream).write(&proto::PING) {
+            Ok(n) if n == proto::PING.len() => {
+                c.pinged = now;
+                self.probing.insert(c.token, Probe { node: i, idle: c, sent: now, deadline: now + timeout, got: Vec::new() });
+            }
+            r => {
+                let why = match r {
+                    Err(e) => format!("ping not sent: {e}"),
+                    _ => "ping not sent: the socket buffer is full".into(),
+                };
+                self.retire_idle(i, c, &why, true);
+            }
+        }
+    }
+
+    /// Links whose PONG is overdue are retired, and the node's other links
+    /// that showed no life since that PING are pinged at once.
+    fn expire_probes(&mut self, now: Instant) {
+        let late: Vec<u64> = self.probing.iter().filter(|(_, p)| p.deadline <= now).map(|(t, _)| *t).collect();
+        for t in late {
+            if let Some(p) = self.probing.remove(&t) {
+                let why = format!("no pong within {} ms", p.deadline.duration_since(p.sent).as_millis());
+                self.retire_idle(p.node, p.idle, &why, true);
+                self.child.suspect_since(p.node, p.sent);
+            }
+        }
+    }
+
+    /// Takes a link out of service that was counted idle.
+    fn retire_idle(&self, i: usize, c: Idle, why: &str, ping_failed: bool) {
+        self.child.epoll.delete(&c.stream);
+        let st = self.child.stats(i);
+        st.idle.fetch_sub(1, Relaxed);
+        NodeStats::inc(&st.retired);
+        if ping_failed {
+            NodeStats::inc(&st.ping_failed);
+        }
+        log::info(|| {
+            format!(
+                "node {}: idle connection from {} retired: {why}",
+                self.child.name(i),
+                c.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+            )
+        });
+    }
+
+    /// A link whose PING is out became readable: its PONG, or trouble.
+    fn probe_event(&mut self, tok: u64) {
+        let Some(mut p) = self.probing.remove(&tok) else { return };
+        let mut b = [0u8; 16];
+        loop {
+            match (&p.idle.stream).read(&mut b) {
+                Ok(0) => return self.retire_idle(p.node, p.idle, "closed by the dialer", false),
+                Ok(n) => {
+                    p.got.extend_from_slice(&b[..n]);
+                    if p.got.len() > proto::PONG.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.retire_idle(p.node, p.idle, &format!("read error: {e}"), false),
+            }
+        }
+        if p.got.len() < proto::PONG.len() && proto::PONG.starts_with(&p.got) {
+            self.probing.insert(tok, p);
+            return;
+        }
+        if p.got != proto::PONG {
+            return self.retire_idle(p.node, p.idle, "answered a ping with something else than a pong", false);
+        }
+        let i = p.node;
+        let rt = &self.child.nodes[i];
+        let mut idle = p.idle;
+        idle.life = Instant::now();
+        if self.child.active(i).is_none() {
+            return self.retire_idle(i, idle, "the node was removed", false);
+        }
+        lock(&rt.idle).push_back(idle);
+        rt.cond.notify_one();
+        ffi::node_ready(i);
     }
 
     /// Opens, re-opens or closes the listeners of registered nodes whose
@@ -579,12 +830,18 @@ impl AcceptLoop {
                     self.child.epoll.delete(&s.stream);
                 }
             }
-            let drained: Vec<Idle> = lock(&self.child.nodes[i].idle).drain(..).collect();
+            let mut drained: Vec<Idle> = lock(&self.child.nodes[i].idle).drain(..).collect();
+            let probed: Vec<u64> = self.probing.iter().filter(|(_, p)| p.node == i).map(|(t, _)| *t).collect();
+            for t in probed {
+                if let Some(p) = self.probing.remove(&t) {
+                    drained.push(p.idle);
+                }
+            }
             for c in &drained {
                 self.child.epoll.delete(&c.stream);
             }
             let st = self.child.stats(i);
-            for c in [&st.accepted, &st.rejected, &st.retired] {
+            for c in [&st.accepted, &st.rejected, &st.retired, &st.ping_failed] {
                 c.store(0, Relaxed);
             }
             st.idle.store(0, Relaxed);
@@ -699,7 +956,9 @@ impl AcceptLoop {
             return;
         }
         let _ = stream.set_nodelay(true);
-        let _ = ffi::set_keepalive(&stream);
+        if let Err(e) = node.live.apply_tcp(&stream) {
+            log::debug(|| format!("node {}: cannot set keepalive/user timeout on {peer}: {e}", self.child.name(i)));
+        }
         if node.auth == Auth::None {
             let tok = self.next_token(K_IDLE, i);
             let _ = self.pool(i, stream, peer, tok);
@@ -748,11 +1007,11 @@ impl AcceptLoop {
                 self.child.epoll.delete(&s.stream);
                 self.reject(s.node, s.peer, &why);
             }
-            Outcome::Accepted => {
+            Outcome::Accepted(pingable) => {
                 let (node, peer) = (s.node, s.peer);
                 let idle_tok = token(K_IDLE, node, tok);
                 if self.child.epoll.modify(&s.stream, EV_IN | EV_RDHUP, idle_tok).is_ok() {
-                    if let Err(why) = self.pool_registered(node, s.stream, peer, idle_tok) {
+                    if let Err(why) = self.pool_registered(node, s.stream, peer, idle_tok, pingable) {
                         self.reject(node, peer, &why);
                     }
                 }
@@ -761,7 +1020,7 @@ impl AcceptLoop {
     }
 
     /// Reads what has arrived and advances the handshake.
-    fn step(&self, s: &mut Shake) -> Outcome {
+    fn step(&mut self, s: &mut Shake) -> Outcome {
         let Some(node) = self.child.active(s.node) else {
             return Outcome::Rejected("the node was removed".into());
         };
@@ -787,12 +1046,23 @@ impl AcceptLoop {
                     Ok(None) => return Outcome::Pending,
                     Ok(Some(h)) => h,
                     Err(e) => {
-                        let _ = s.stream.write(&proto::encode_refusal(proto::Refusal::BadHello));
+                        let v = if s.buf.get(4) == Some(&proto::VERSION_2) { proto::VERSION_2 } else { proto::VERSION_1 };
+                        let _ = s.stream.write(&proto::encode_refusal(v, proto::Refusal::BadHello));
                         return Outcome::Rejected(format!("malformed hello: {e}"));
                     }
                 };
+                if hello.version == proto::VERSION_1 && !node.live.v1 {
+                    let _ = s.stream.write(&proto::encode_refusal(proto::VERSION_1, proto::Refusal::VersionNotServed));
+                    let now = Instant::now();
+                    let why = "it speaks handshake version 1, which has no liveness pings (upgrade the dialer, or set v1=serve on the node or in ProxyReversedLiveness to serve it)";
+                    if self.last_v1_warn[s.node].is_none_or(|t| now.duration_since(t) >= V1_WARN_EVERY) {
+                        self.last_v1_warn[s.node] = Some(now);
+                        log::warn(&format!("node '{}': refused dialer {}: {why}", node.name, s.peer));
+                    }
+                    return Outcome::Rejected(why.into());
+                }
                 if hello.node != node.name.as_bytes() {
-                    let _ = s.stream.write(&proto::encode_refusal(proto::Refusal::WrongNode));
+                    let _ = s.stream.write(&proto::encode_refusal(hello.version, proto::Refusal::WrongNode));
                     return Outcome::Rejected(format!(
                         "it named node '{}' on a port of node '{}'",
                         String::from_utf8_lossy(&hello.node),
@@ -806,22 +1076,37 @@ impl AcceptLoop {
                     Ok(n) => n,
                     Err(e) => return Outcome::Rejected(e.to_string()),
                 };
-                let proof = proto::server_proof(&node.secret, &hello.node, &hello.client_nonce, &server_nonce);
-                let msg = proto::encode_challenge_ok(&server_nonce, &proof);
+                let ping = if hello.version >= proto::VERSION_2 { node.live.params() } else { proto::PingParams::OFF };
+                let t = proto::Transcript {
+                    version: hello.version,
+                    node: &hello.node,
+                    client_nonce: &hello.client_nonce,
+                    server_nonce: &server_nonce,
+                    ping,
+                };
+                let msg = proto::encode_challenge_ok(&t, &t.server_proof(&node.secret));
                 if !matches!(s.stream.write(&msg), Ok(n) if n == msg.len()) {
                     return Outcome::Rejected("could not send the challenge".into());
                 }
                 s.buf.clear();
-                s.stage = Stage::Proof { client_nonce: hello.client_nonce, server_nonce };
+                s.stage = Stage::Proof { version: hello.version, client_nonce: hello.client_nonce, server_nonce, ping };
                 Outcome::Pending
             }
-            Stage::Proof { client_nonce, server_nonce } => {
+            Stage::Proof { version, client_nonce, server_nonce, ping } => {
                 if s.buf.len() < proto::PROOF_LEN {
                     return Outcome::Pending;
                 }
                 let verdict = if s.buf.len() > proto::PROOF_LEN {
                     proto::Verdict::TrailingBytes
-                } else if !proto::verify_client_proof(&node.secret, node.name.as_bytes(), &client_nonce, &server_nonce, &s.buf) {
+                } else if !(proto::Transcript {
+                    version,
+                    node: node.name.as_bytes(),
+                    client_nonce: &client_nonce,
+                    server_nonce: &server_nonce,
+                    ping,
+                })
+                .verify_client_proof(&node.secret, &s.buf)
+                {
                     proto::Verdict::BadProof
                 } else if self.child.stop.load(Relaxed) || self.child.close_listeners.load(Relaxed) {
                     proto::Verdict::ShuttingDown
@@ -832,7 +1117,7 @@ impl AcceptLoop {
                 };
                 let sent = matches!(s.stream.write(&[verdict as u8]), Ok(1));
                 match verdict {
-                    proto::Verdict::Accepted if sent => Outcome::Accepted,
+                    proto::Verdict::Accepted if sent => Outcome::Accepted(ping.enabled()),
                     proto::Verdict::Accepted => Outcome::Rejected("could not send the verdict".into()),
                     v => Outcome::Rejected(v.describe().into()),
                 }
@@ -845,10 +1130,10 @@ impl AcceptLoop {
         if self.child.epoll.add(&stream, EV_IN | EV_RDHUP, tok).is_err() {
             return Err(());
         }
-        self.pool_registered(i, stream, peer, tok).map_err(|why| self.reject(i, peer, &why))
+        self.pool_registered(i, stream, peer, tok, false).map_err(|why| self.reject(i, peer, &why))
     }
 
-    fn pool_registered(&self, i: usize, stream: TcpStream, peer: SocketAddr, tok: u64) -> Result<(), String> {
+    fn pool_registered(&self, i: usize, stream: TcpStream, peer: SocketAddr, tok: u64, pingable: bool) -> Result<(), String> {
         let rt = &self.child.nodes[i];
         let st = self.child.stats(i);
         {
@@ -857,7 +1142,8 @@ impl AcceptLoop {
                 self.child.epoll.delete(&stream);
                 return Err("the idle pool is full (maxidle)".into());
             }
-            q.push_back(Idle { token: tok, stream });
+            let now = Instant::now();
+            q.push_back(Idle { token: tok, stream, pingable, life: now, pinged: now });
             st.idle.fetch_add(1, Relaxed);
         }
         NodeStats::inc(&st.accepted);

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::liveness::{LiveOpts, Liveness};
+
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_IDLE: usize = 32;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -182,6 +184,10 @@ pub struct Node {
     pub allow: Vec<Net>,
     pub wait: Duration,
     pub max_idle: usize,
+    /// Liveness keys of this node's own line.
+    pub live_opts: LiveOpts,
+    /// In effect: `live_opts` over `ProxyReversedLiveness` (see Builder::resolve).
+    pub live: Liveness,
 }
 
 impl std::fmt::Debug for Node {
@@ -195,6 +201,7 @@ impl std::fmt::Debug for Node {
             .field("allow", &self.allow)
             .field("wait", &self.wait)
             .field("max_idle", &self.max_idle)
+            .field("live", &self.live)
             .finish()
     }
 }
@@ -247,8 +254,8 @@ fn worker_key(url: &str) -> String {
     u
 }
 
-const NODE_KEYS: &str = "secret, auth, allow, wait, maxidle";
-const MCMP_KEYS: &str = "ports, balancer, secret, allow, wait, maxidle, nodes";
+const NODE_KEYS: &str = "secret, auth, allow, wait, maxidle, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1";
+const MCMP_KEYS: &str = "ports, balancer, secret, allow, wait, maxidle, nodes, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1";
 
 pub const DEFAULT_MCMP_PORTS: u16 = 10;
 pub const DEFAULT_MCMP_BALANCER: &str = "mycluster";
@@ -279,11 +286,19 @@ struct NodeOptions {
     allow: Vec<Net>,
     wait: Duration,
     max_idle: usize,
+    live: LiveOpts,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        NodeOptions { secret_file: None, auth: None, allow: Vec::new(), wait: DEFAULT_WAIT, max_idle: DEFAULT_MAX_IDLE }
+        NodeOptions {
+            secret_file: None,
+            auth: None,
+            allow: Vec::new(),
+            wait: DEFAULT_WAIT,
+            max_idle: DEFAULT_MAX_IDLE,
+            live: LiveOpts::default(),
+        }
     }
 }
 
@@ -314,7 +329,7 @@ impl NodeOptions {
                     _ => return err(format!("maxidle={v}: expected a number from 1 to 100000")),
                 }
             }
-            _ => return Ok(false),
+            _ => return self.live.take(k, v).map_err(ConfigError::Msg),
         }
         Ok(true)
     }
@@ -335,6 +350,8 @@ pub struct McmpCfg {
     pub max_idle: usize,
     /// How many registered nodes can exist at once.
     pub nodes: usize,
+    pub live_opts: LiveOpts,
+    pub live: Liveness,
 }
 
 impl std::fmt::Debug for McmpCfg {
@@ -369,6 +386,8 @@ pub struct Config {
     pub max_handshakes: usize,
     pub mcmp: Option<McmpCfg>,
     pub node_secrets: Vec<NodeSecret>,
+    /// `ProxyReversedLiveness`: defaults of every node's liveness keys.
+    pub live_defaults: LiveOpts,
 }
 
 impl Config {
@@ -401,6 +420,7 @@ impl Default for Builder {
                 max_handshakes: DEFAULT_MAX_HANDSHAKES,
                 mcmp: None,
                 node_secrets: Vec::new(),
+                live_defaults: LiveOpts::default(),
             },
             seen_workers: Vec::new(),
         }
@@ -449,6 +469,8 @@ impl Builder {
             }
         }
         let auth = o.auth.unwrap_or(Auth::Hmac);
+        // Checked alone here (naming the line); again over the server-wide defaults in resolve().
+        let live = o.live.apply_defaults().map_err(|e| ConfigError::Msg(format!("node '{name}': {e}")))?;
         let secret = match (auth, o.secret_file) {
             (Auth::Hmac, Some(f)) => load_secret(&f)?,
             (Auth::Hmac, None) => {
@@ -474,6 +496,8 @@ impl Builder {
             allow,
             wait,
             max_idle,
+            live_opts: o.live,
+            live,
         });
         self.seen_workers.push(false);
         Ok(())
@@ -520,6 +544,7 @@ impl Builder {
             }
         }
         let secret = o.secret_file.as_deref().map(load_secret).transpose()?;
+        let live = o.live.apply_defaults().map_err(ConfigError::Msg)?;
         self.cfg.mcmp = Some(McmpCfg {
             window,
             ports,
@@ -529,7 +554,39 @@ impl Builder {
             wait: o.wait,
             max_idle: o.max_idle,
             nodes,
+            live_opts: o.live,
+            live,
         });
+        Ok(())
+    }
+
+    /// `ProxyReversedLiveness key=value ...`: the liveness defaults of every node.
+    pub fn set_liveness(&mut self, args: &[&str]) -> Result<(), ConfigError> {
+        if args.is_empty() {
+            return err(format!("expects key=value parameters (keys: {})", crate::liveness::KEYS));
+        }
+        let mut o = LiveOpts::default();
+        for kv in args {
+            let (k, v) = split_kv(kv, crate::liveness::KEYS)?;
+            if !o.take(&k, v).map_err(ConfigError::Msg)? {
+                return err(format!("unknown parameter '{k}' (keys: {})", crate::liveness::KEYS));
+            }
+        }
+        o.apply_defaults().map_err(ConfigError::Msg)?;
+        self.cfg.live_defaults = o;
+        Ok(())
+    }
+
+    /// Applies `ProxyReversedLiveness` under each node's own keys (whatever
+    /// the order of the lines), checking each combination.
+    pub fn resolve(&mut self) -> Result<(), ConfigError> {
+        let base = self.cfg.live_defaults.apply_defaults().map_err(ConfigError::Msg)?;
+        for n in &mut self.cfg.nodes {
+            n.live = n.live_opts.over(&base).map_err(|e| ConfigError::Msg(format!("node '{}': {e}", n.name)))?;
+        }
+        if let Some(m) = &mut self.cfg.mcmp {
+            m.live = m.live_opts.over(&base).map_err(|e| ConfigError::Msg(format!("ProxyReversedMCMP: {e}")))?;
+        }
         Ok(())
     }
 
@@ -575,7 +632,8 @@ impl Builder {
     }
 
     /// After every worker was reported: each node must carry an existing worker.
-    pub fn check(&self) -> Result<(), ConfigError> {
+    pub fn check(&mut self) -> Result<(), ConfigError> {
+        self.resolve()?;
         if let Some(m) = &self.cfg.mcmp {
             if let Some(n) = self.cfg.nodes.iter().find(|n| n.range.overlaps(&m.window)) {
                 return err(format!(

@@ -231,12 +231,22 @@ pub extern "C" fn prx_take_fd(node: c_int, nowait: c_int, wait_ms: *mut c_int) -
 }
 
 #[no_mangle]
-pub extern "C" fn prx_fd_retired(node: c_int) {
+pub extern "C" fn prx_fd_retired(node: c_int, fd: c_int) {
     guard((), || {
         if node >= 0 {
-            api::fd_retired(node as usize)
+            api::fd_retired(node as usize, fd)
         }
     })
+}
+
+#[no_mangle]
+pub extern "C" fn prx_link_released(fd: c_int) {
+    guard((), || api::link_released(fd))
+}
+
+#[no_mangle]
+pub extern "C" fn prx_link_reusable(node: c_int, fd: c_int) -> c_int {
+    guard(0, || (node >= 0 && api::link_reusable(node as usize, fd)) as c_int)
 }
 
 #[no_mangle]
@@ -428,22 +438,6 @@ fn cvt(r: c_int) -> io::Result<c_int> {
     } else {
         Ok(r)
     }
-}
-
-/// SO_KEEPALIVE on a socket.
-pub fn set_keepalive(fd: &impl AsRawFd) -> io::Result<()> {
-    let on: c_int = 1;
-    // SAFETY: setsockopt reads sizeof(int) bytes from a live local.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_KEEPALIVE,
-            &on as *const c_int as *const libc::c_void,
-            std::mem::size_of::<c_int>() as libc::socklen_t,
-        )
-    })
-    .map(|_| ())
 }
 
 pub const EV_IN: u32 = libc::EPOLLIN as u32;

@@ -10,6 +10,7 @@ mod api;
 mod child;
 mod config;
 mod ffi;
+mod liveness;
 mod log;
 mod mcmp;
 mod registry;

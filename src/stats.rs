@@ -21,6 +21,8 @@ pub struct NodeStats {
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub retired: AtomicU64,
+    /// Idle links retired because a PING got no PONG in time (also in `retired`).
+    pub ping_failed: AtomicU64,
     /// When this child last authenticated a connection of the node (ms since the epoch).
     pub last_accept_ms: AtomicU64,
 }
@@ -63,7 +65,7 @@ impl Table {
                 let free = cur == 0 || (pass == 1 && !ffi::pid_alive(cur));
                 if free && s.pid.compare_exchange(cur, pid, Relaxed, Relaxed).is_ok() {
                     for n in &s.nodes {
-                        for c in [&n.accepted, &n.rejected, &n.retired] {
+                        for c in [&n.accepted, &n.rejected, &n.retired, &n.ping_failed] {
                             c.store(0, Relaxed);
                         }
                         n.idle.store(0, Relaxed);
@@ -161,7 +163,7 @@ pub fn render(nodes: &[Option<Arc<Node>>], children: &[&Slot], json: bool, extra
                     out.push(',');
                 }
                 out.push_str(&format!(
-                    "{{\"node\":{},\"worker\":{},\"range\":{},\"bound\":{},\"port\":{},\"idle\":{},\"busy\":{},\"accepted\":{},\"rejected\":{},\"retired\":{}}}",
+                    "{{\"node\":{},\"worker\":{},\"range\":{},\"bound\":{},\"port\":{},\"idle\":{},\"busy\":{},\"accepted\":{},\"rejected\":{},\"retired\":{},\"ping_failed\":{}}}",
                     json_str(&node.name),
                     json_str(&node.worker_url),
                     json_str(&node.range.to_string()),
@@ -172,6 +174,7 @@ pub fn render(nodes: &[Option<Arc<Node>>], children: &[&Slot], json: bool, extra
                     st.accepted.load(Relaxed),
                     st.rejected.load(Relaxed),
                     st.retired.load(Relaxed),
+                    st.ping_failed.load(Relaxed),
                 ));
             }
             out.push_str("]}");
@@ -185,7 +188,7 @@ pub fn render(nodes: &[Option<Arc<Node>>], children: &[&Slot], json: bool, extra
             for (i, node) in listed() {
                 let st = &s.nodes[i];
                 out.push_str(&format!(
-                    "child={} node={} port={} idle={} busy={} accepted={} rejected={} retired={}\n",
+                    "child={} node={} port={} idle={} busy={} accepted={} rejected={} retired={} pingfail={}\n",
                     s.pid.load(Relaxed),
                     node.name,
                     if st.bound.load(Relaxed) != 0 { st.port.load(Relaxed).to_string() } else { "unbound".into() },
@@ -194,6 +197,7 @@ pub fn render(nodes: &[Option<Arc<Node>>], children: &[&Slot], json: bool, extra
                     st.accepted.load(Relaxed),
                     st.rejected.load(Relaxed),
                     st.retired.load(Relaxed),
+                    st.ping_failed.load(Relaxed),
                 ));
             }
         }

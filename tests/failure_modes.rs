@@ -254,18 +254,18 @@ fn rogue_wrong_secret(port: u16, right_secret: &[u8]) -> String {
     let what = format!("wrong-secret rogue on {port}");
     let mut s = connect(port);
     let cn = p::nonce().unwrap();
-    s.write_all(&p::encode_hello(b"ajp1", &cn)).unwrap();
-    let (got, closed) = read_until_len(&mut s, p::CHALLENGE_OK_LEN, Duration::from_secs(5));
-    assert!(!closed || got.len() == p::CHALLENGE_OK_LEN, "{what}: closed before the challenge: {got:02x?}");
-    let (sn, sp) = match p::parse_challenge(&got) {
-        Ok(Some((p::Challenge::Continue { server_nonce, server_proof }, _))) => (server_nonce, server_proof),
+    s.write_all(&p::encode_hello(p::VERSION, b"ajp1", &cn)).unwrap();
+    let (got, closed) = read_until_len(&mut s, p::challenge_ok_len(p::VERSION), Duration::from_secs(5));
+    assert!(!closed || got.len() == p::challenge_ok_len(p::VERSION), "{what}: closed before the challenge: {got:02x?}");
+    let (sn, sp, ping) = match p::parse_challenge(&got) {
+        Ok(Some((p::Challenge::Continue { server_nonce, server_proof, ping, .. }, _))) => (server_nonce, server_proof, ping),
         other => panic!("{what}: expected a continuing challenge, got {other:?} from {got:02x?}"),
     };
     // httpd proves it knows the node's secret.
-    assert!(p::verify_server_proof(right_secret, b"ajp1", &cn, &sn, &sp), "{what}: bad server proof");
+    assert!(p::Transcript { version: p::VERSION, node: b"ajp1", client_nonce: &cn, server_nonce: &sn, ping }.verify_server_proof(right_secret, &sp), "{what}: bad server proof");
     let wrong = b"this is not the secret at all!!";
-    assert!(!p::verify_server_proof(wrong, b"ajp1", &cn, &sn, &sp));
-    s.write_all(&p::client_proof(wrong, b"ajp1", &cn, &sn)).unwrap();
+    assert!(!p::Transcript { version: p::VERSION, node: b"ajp1", client_nonce: &cn, server_nonce: &sn, ping }.verify_server_proof(wrong, &sp));
+    s.write_all(&p::Transcript { version: p::VERSION, node: b"ajp1", client_nonce: &cn, server_nonce: &sn, ping }.client_proof(wrong)).unwrap();
     let (rest, closed) = read_all_for(&mut s, Duration::from_secs(5));
     let mut all = got.clone();
     all.extend_from_slice(&rest);
@@ -279,11 +279,11 @@ fn rogue_wrong_secret(port: u16, right_secret: &[u8]) -> String {
 fn rogue_wrong_node(port: u16, node: &[u8]) -> String {
     let what = format!("wrong-node ({}) rogue on {port}", String::from_utf8_lossy(node));
     let mut s = connect(port);
-    s.write_all(&p::encode_hello(node, &p::nonce().unwrap())).unwrap();
+    s.write_all(&p::encode_hello(p::VERSION, node, &p::nonce().unwrap())).unwrap();
     let (got, closed) = read_all_for(&mut s, Duration::from_secs(5));
     let desc = assert_only_handshake_refusal(&what, &got);
     assert!(
-        matches!(p::parse_challenge(&got), Ok(Some((p::Challenge::Refused(p::Refusal::WrongNode), _)))),
+        matches!(p::parse_challenge(&got), Ok(Some((p::Challenge::Refused { refusal: p::Refusal::WrongNode, .. }, _)))),
         "{what}: expected a WrongNode refusal, got {got:02x?}"
     );
     assert!(closed, "{what}: not closed after the refusal");
@@ -300,7 +300,7 @@ fn rogue_garbage(port: u16, bytes: &[u8], label: &str) -> String {
     let desc = assert_only_handshake_refusal(&what, &got);
     if !got.is_empty() {
         assert!(
-            matches!(p::parse_challenge(&got), Ok(Some((p::Challenge::Refused(p::Refusal::BadHello), _)))),
+            matches!(p::parse_challenge(&got), Ok(Some((p::Challenge::Refused { refusal: p::Refusal::BadHello, .. }, _)))),
             "{what}: expected nothing or a BadHello refusal, got {got:02x?}"
         );
     }
@@ -314,7 +314,7 @@ fn rogue_slow(port: u16) -> String {
     let what = format!("slow rogue on {port}");
     let mut s = connect(port);
     let t = Instant::now();
-    let hello = p::encode_hello(b"ajp1", &p::nonce().unwrap());
+    let hello = p::encode_hello(p::VERSION, b"ajp1", &p::nonce().unwrap());
     let mut got = Vec::new();
     let mut closed = false;
     for b in &hello {

@@ -56,14 +56,14 @@ fn raw_dialer_is_pooled_and_gets_the_request() {
     let key = SECRET.as_bytes();
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let cn = p::nonce().unwrap();
-    s.write_all(&p::encode_hello(b"raw1", &cn)).unwrap();
-    let ch = read_exact_t(&mut s, p::CHALLENGE_OK_LEN);
-    let Ok(Some((p::Challenge::Continue { server_nonce, server_proof }, _))) = p::parse_challenge(&ch) else {
+    s.write_all(&p::encode_hello(p::VERSION, b"raw1", &cn)).unwrap();
+    let ch = read_exact_t(&mut s, p::challenge_ok_len(p::VERSION));
+    let Ok(Some((p::Challenge::Continue { server_nonce, server_proof, ping, .. }, _))) = p::parse_challenge(&ch) else {
         panic!("no continuing challenge: {ch:02x?}")
     };
     assert_ne!(server_nonce, cn, "the server echoed the client nonce");
-    assert!(p::verify_server_proof(key, b"raw1", &cn, &server_nonce, &server_proof), "server proof does not verify");
-    s.write_all(&p::client_proof(key, b"raw1", &cn, &server_nonce)).unwrap();
+    assert!(p::Transcript { version: p::VERSION, node: b"raw1", client_nonce: &cn, server_nonce: &server_nonce, ping }.verify_server_proof(key, &server_proof), "server proof does not verify");
+    s.write_all(&p::Transcript { version: p::VERSION, node: b"raw1", client_nonce: &cn, server_nonce: &server_nonce, ping }.client_proof(key)).unwrap();
     let v = read_exact_t(&mut s, 1);
     assert_eq!(p::Verdict::from_byte(v[0]), Some(p::Verdict::Accepted));
 
@@ -74,6 +74,10 @@ fn raw_dialer_is_pooled_and_gets_the_request() {
     // A request through httpd arrives on this very socket as AJP13.
     let url = node.url_on(&h, "hand/made?x=1");
     let client = std::thread::spawn(move || get(&url));
+    // With verify=0 (the default) an idle link is pinged before it is used.
+    let ping = read_exact_t(&mut s, 2);
+    assert_eq!(ping, p::PING, "no PING before the request: {ping:02x?}");
+    s.write_all(&p::PONG).unwrap();
     let head = read_exact_t(&mut s, 4);
     assert_eq!(&head[..2], &[0x12, 0x34], "not an AJP13 packet: {head:02x?}");
     let len = u16::from_be_bytes([head[2], head[3]]) as usize;

@@ -46,11 +46,11 @@ fn capture_good_handshake(port: u16) -> Captured {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let cn = p::nonce().unwrap();
-    s.write_all(&p::encode_hello(NODE.as_bytes(), &cn)).unwrap();
-    let mut ch = vec![0u8; p::CHALLENGE_OK_LEN];
+    s.write_all(&p::encode_hello(p::VERSION, NODE.as_bytes(), &cn)).unwrap();
+    let mut ch = vec![0u8; p::challenge_ok_len(p::VERSION)];
     s.read_exact(&mut ch).unwrap();
-    let Ok(Some((p::Challenge::Continue { server_nonce, .. }, _))) = p::parse_challenge(&ch) else { panic!("{ch:02x?}") };
-    let proof = p::client_proof(SECRET.as_bytes(), NODE.as_bytes(), &cn, &server_nonce);
+    let Ok(Some((p::Challenge::Continue { server_nonce, ping, .. }, _))) = p::parse_challenge(&ch) else { panic!("{ch:02x?}") };
+    let proof = p::Transcript { version: p::VERSION, node: NODE.as_bytes(), client_nonce: &cn, server_nonce: &server_nonce, ping }.client_proof(SECRET.as_bytes());
     s.write_all(&proof).unwrap();
     let mut v = [0u8; 1];
     s.read_exact(&mut v).unwrap();
@@ -91,7 +91,7 @@ fn rogue(kind: Kind, port: u16, n: u64, cap: Captured) -> Result<(), String> {
             let _ = s.write_all(&bytes);
         }
         Kind::SlowLoris => {
-            let hello = p::encode_hello(NODE.as_bytes(), &p::nonce().unwrap());
+            let hello = p::encode_hello(p::VERSION, NODE.as_bytes(), &p::nonce().unwrap());
             for b in hello {
                 if s.write_all(&[b]).is_err() {
                     break;
@@ -105,11 +105,11 @@ fn rogue(kind: Kind, port: u16, n: u64, cap: Captured) -> Result<(), String> {
         }
         Kind::WrongSecret | Kind::Replay => {
             let cn = if kind == Kind::Replay { cap.cn } else { p::nonce().unwrap() };
-            s.write_all(&p::encode_hello(NODE.as_bytes(), &cn)).map_err(|e| format!("{what}: {e}"))?;
+            s.write_all(&p::encode_hello(p::VERSION, NODE.as_bytes(), &cn)).map_err(|e| format!("{what}: {e}"))?;
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut ch = vec![0u8; p::CHALLENGE_OK_LEN];
+            let mut ch = vec![0u8; p::challenge_ok_len(p::VERSION)];
             s.read_exact(&mut ch).map_err(|e| format!("{what}: challenge: {e}"))?;
-            let Ok(Some((p::Challenge::Continue { server_nonce, server_proof }, _))) = p::parse_challenge(&ch) else {
+            let Ok(Some((p::Challenge::Continue { server_nonce, server_proof, ping, .. }, _))) = p::parse_challenge(&ch) else {
                 return Err(format!("{what}: no challenge: {ch:02x?}"));
             };
             if kind == Kind::Replay && server_nonce == [0u8; p::NONCE_LEN] {
@@ -119,16 +119,16 @@ fn rogue(kind: Kind, port: u16, n: u64, cap: Captured) -> Result<(), String> {
                 cap.proof
             } else {
                 let wrong = b"not the secret, not even close";
-                if p::verify_server_proof(wrong, NODE.as_bytes(), &cn, &server_nonce, &server_proof) {
+                if (p::Transcript { version: p::VERSION, node: NODE.as_bytes(), client_nonce: &cn, server_nonce: &server_nonce, ping }).verify_server_proof(wrong, &server_proof) {
                     return Err(format!("{what}: server proof verified with a wrong secret"));
                 }
-                p::client_proof(wrong, NODE.as_bytes(), &cn, &server_nonce)
+                p::Transcript { version: p::VERSION, node: NODE.as_bytes(), client_nonce: &cn, server_nonce: &server_nonce, ping }.client_proof(wrong)
             };
             got.extend_from_slice(&ch);
             let _ = s.write_all(&proof);
         }
         Kind::WrongNode => {
-            let _ = s.write_all(&p::encode_hello(b"someone-else", &p::nonce().unwrap()));
+            let _ = s.write_all(&p::encode_hello(p::VERSION, b"someone-else", &p::nonce().unwrap()));
         }
         Kind::Silent => {}
     }

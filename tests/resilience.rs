@@ -320,15 +320,10 @@ enum Misbehave {
 }
 
 fn read_request(s: &mut TcpStream, scheme: &str) -> Result<Vec<u8>, String> {
+    let mut got = read_request_start(s, Duration::from_secs(20))?;
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut got = Vec::new();
     let mut b = [0u8; 4096];
     loop {
-        let n = s.read(&mut b).map_err(|e| format!("reading the request: {e}"))?;
-        if n == 0 {
-            return Err(format!("closed before a full request: {got:02x?}"));
-        }
-        got.extend_from_slice(&b[..n]);
         let done = if scheme == "ajp" {
             got.len() >= 4 && got.len() >= 4 + u16::from_be_bytes([got[2], got[3]]) as usize
         } else {
@@ -337,6 +332,11 @@ fn read_request(s: &mut TcpStream, scheme: &str) -> Result<Vec<u8>, String> {
         if done {
             return Ok(got);
         }
+        let n = s.read(&mut b).map_err(|e| format!("reading the request: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed before a full request: {got:02x?}"));
+        }
+        got.extend_from_slice(&b[..n]);
     }
 }
 

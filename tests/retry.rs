@@ -31,12 +31,10 @@ fn get_survives_a_connection_dropped_on_first_bytes() {
     assert!(wait_until(Duration::from_secs(5), || status_json(&h).is_ok_and(|s| s.idle("retry1") >= 3)));
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
-        dropper.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut b = [0u8; 4096];
-        let n = dropper.read(&mut b).unwrap_or(0);
-        // Close without answering: the request dies with this connection.
+        // It answers the check before use, then dies with the request.
+        let got = read_request_start(&mut dropper, Duration::from_secs(10)).unwrap_or_default();
         drop(dropper);
-        let _ = tx.send(b[..n].to_vec());
+        let _ = tx.send(got);
     });
 
     let r = get(&node.url_on(&h, "/hello")).expect("GET through the reversed worker");

@@ -4,8 +4,8 @@ use std::fmt;
 use std::io;
 
 use reversed_proto::{
-    client_proof, encode_hello, nonce, parse_challenge, verify_server_proof, Challenge, ProtoError,
-    Refusal, Verdict, CHALLENGE_OK_LEN, CHALLENGE_REFUSE_LEN,
+    challenge_ok_len, encode_hello, nonce, parse_challenge, Challenge, PingParams, ProtoError,
+    Refusal, Transcript, Verdict, CHALLENGE_MAX_LEN, CHALLENGE_REFUSE_LEN, VERSION, VERSION_1,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -21,6 +21,8 @@ pub enum HandshakeError {
     Impostor,
     /// VERDICT other than accepted.
     Rejected(Verdict),
+    /// httpd answered in handshake version 1 only: it predates version 2.
+    OldHttpd,
     UnknownVerdict(u8),
 }
 
@@ -36,6 +38,10 @@ impl fmt::Display for HandshakeError {
                 "httpd failed to prove the secret (wrong secret or impostor)"
             ),
             HandshakeError::Rejected(v) => write!(f, "httpd {}", v.describe()),
+            HandshakeError::OldHttpd => write!(
+                f,
+                "httpd speaks only handshake version 1 (upgrade mod_proxy_reversed there)"
+            ),
             HandshakeError::UnknownVerdict(b) => write!(f, "unknown handshake verdict {b}"),
         }
     }
@@ -57,45 +63,50 @@ impl From<ProtoError> for HandshakeError {
     }
 }
 
-/// Runs the dialer side of the handshake on a fresh connection. It reads exactly
-/// the CHALLENGE and VERDICT bytes, never more, so a request that httpd writes
-/// right after the verdict stays in the socket. `Ok(())`: the connection now
-/// sits idle in httpd's pool.
-pub async fn dial<S>(s: &mut S, node: &[u8], secret: &[u8]) -> Result<(), HandshakeError>
+/// Runs the dialer side of the handshake (version 2) on a fresh connection.
+/// It reads exactly the CHALLENGE and VERDICT bytes, never more, so a PING or
+/// a request that httpd writes right after the verdict stays in the socket.
+/// `Ok(ping)`: the connection now sits idle in httpd's pool, and httpd pings
+/// it as `ping` says.
+pub async fn dial<S>(s: &mut S, node: &[u8], secret: &[u8]) -> Result<PingParams, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let cn = nonce()?;
-    s.write_all(&encode_hello(node, &cn)).await?;
+    s.write_all(&encode_hello(VERSION, node, &cn)).await?;
 
-    let mut buf = [0u8; CHALLENGE_OK_LEN];
+    let mut buf = [0u8; CHALLENGE_MAX_LEN];
     let mut have = 0;
     let mut need = CHALLENGE_REFUSE_LEN;
     // At most two rounds: the 6-byte prefix, then the rest of a continuing CHALLENGE.
-    let (sn, sp) = loop {
+    let (sn, ping, sp) = loop {
         s.read_exact(&mut buf[have..need]).await?;
         have = need;
         match parse_challenge(&buf[..have])? {
-            None if need < CHALLENGE_OK_LEN => need = CHALLENGE_OK_LEN,
+            None if need < challenge_ok_len(buf[4]) => need = challenge_ok_len(buf[4]),
             None => return Err(HandshakeError::Closed),
-            Some((Challenge::Refused(r), _)) => return Err(HandshakeError::Refused(r)),
-            Some((
-                Challenge::Continue {
-                    server_nonce,
-                    server_proof,
-                },
-                _,
-            )) => break (server_nonce, server_proof),
+            // An httpd of version 1 refuses a version-2 hello as malformed.
+            Some((Challenge::Refused { version: VERSION_1, refusal: Refusal::BadHello }, _)) => {
+                return Err(HandshakeError::OldHttpd)
+            }
+            Some((Challenge::Refused { refusal, .. }, _)) => return Err(HandshakeError::Refused(refusal)),
+            Some((Challenge::Continue { version, .. }, _)) if version != VERSION => {
+                return Err(HandshakeError::Proto(ProtoError::BadVersion(version)))
+            }
+            Some((Challenge::Continue { server_nonce, ping, server_proof, .. }, _)) => {
+                break (server_nonce, ping, server_proof)
+            }
         }
     };
-    if !verify_server_proof(secret, node, &cn, &sn, &sp) {
+    let t = Transcript { version: VERSION, node, client_nonce: &cn, server_nonce: &sn, ping };
+    if !t.verify_server_proof(secret, &sp) {
         return Err(HandshakeError::Impostor);
     }
-    s.write_all(&client_proof(secret, node, &cn, &sn)).await?;
+    s.write_all(&t.client_proof(secret)).await?;
     let mut v = [0u8; 1];
     s.read_exact(&mut v).await?;
     match Verdict::from_byte(v[0]) {
-        Some(Verdict::Accepted) => Ok(()),
+        Some(Verdict::Accepted) => Ok(ping),
         Some(other) => Err(HandshakeError::Rejected(other)),
         None => Err(HandshakeError::UnknownVerdict(v[0])),
     }
@@ -105,9 +116,7 @@ where
 #[cfg(test)]
 pub mod fake_httpd {
     use super::*;
-    use reversed_proto::{
-        encode_challenge_ok, encode_refusal, parse_hello, server_proof, verify_client_proof,
-    };
+    use reversed_proto::{encode_challenge_ok, encode_refusal, parse_hello};
 
     #[derive(Debug, PartialEq, Eq)]
     pub enum Outcome {
@@ -129,6 +138,18 @@ pub mod fake_httpd {
         refuse: Option<Refusal>,
         verdict: Verdict,
     ) -> io::Result<Outcome> {
+        serve_with(s, node, secret, refuse, verdict, PingParams::OFF).await
+    }
+
+    /// As `serve`, announcing `ping`.
+    pub async fn serve_with<S: AsyncRead + AsyncWrite + Unpin>(
+        s: &mut S,
+        node: &[u8],
+        secret: &[u8],
+        refuse: Option<Refusal>,
+        verdict: Verdict,
+        ping: PingParams,
+    ) -> io::Result<Outcome> {
         let mut buf = Vec::new();
         let hello = loop {
             let mut b = [0u8; 128];
@@ -144,13 +165,19 @@ pub mod fake_httpd {
             }
         };
         if let Some(r) = refuse {
-            s.write_all(&encode_refusal(r)).await?;
+            s.write_all(&encode_refusal(hello.version, r)).await?;
             return Ok(Outcome::Refused);
         }
         let wrong_node = hello.node != node;
         let sn = nonce().unwrap();
-        let sp = server_proof(secret, &hello.node, &hello.client_nonce, &sn);
-        s.write_all(&encode_challenge_ok(&sn, &sp)).await?;
+        let t = Transcript {
+            version: hello.version,
+            node: &hello.node,
+            client_nonce: &hello.client_nonce,
+            server_nonce: &sn,
+            ping,
+        };
+        s.write_all(&encode_challenge_ok(&t, &t.server_proof(secret))).await?;
         let mut proof = [0u8; 32];
         let mut got = 0;
         while got < proof.len() {
@@ -160,8 +187,7 @@ pub mod fake_httpd {
             }
             got += n;
         }
-        let valid = !wrong_node
-            && verify_client_proof(secret, &hello.node, &hello.client_nonce, &sn, &proof);
+        let valid = !wrong_node && t.verify_client_proof(secret, &proof);
         let v = if valid { verdict } else { Verdict::BadProof };
         s.write_all(&[v as u8]).await?;
         Ok(Outcome::Proof { valid })
@@ -180,7 +206,7 @@ mod tests {
         server_secret: &'static [u8],
         refuse: Option<Refusal>,
         verdict: Verdict,
-    ) -> (Result<(), HandshakeError>, io::Result<Outcome>) {
+    ) -> (Result<PingParams, HandshakeError>, io::Result<Outcome>) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let server = tokio::spawn(async move {
@@ -239,6 +265,33 @@ mod tests {
             matches!(r, Err(HandshakeError::Refused(Refusal::ShuttingDown))),
             "{r:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn ping_parameters_come_back_and_an_old_httpd_is_named() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let p = PingParams { interval_ms: 1234, timeout_ms: 56 };
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            fake_httpd::serve_with(&mut s, b"app1", SECRET, None, Verdict::Accepted, p).await
+        });
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(dial(&mut c, b"app1", SECRET).await.unwrap(), p);
+        server.await.unwrap().unwrap();
+
+        // A version-1 httpd: "RVRS" 0x01 0x02 (malformed hello) to our version-2 hello.
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let t = tokio::spawn(async move {
+            let mut h = [0u8; 42];
+            b.read_exact(&mut h).await.unwrap();
+            assert_eq!(h[4], 2, "the agent sends version 2");
+            b.write_all(b"RVRS\x01\x02").await.unwrap();
+        });
+        let r = dial(&mut a, b"app1", SECRET).await;
+        assert!(matches!(r, Err(HandshakeError::OldHttpd)), "{r:?}");
+        assert!(r.unwrap_err().to_string().contains("version 1"));
+        t.await.unwrap();
     }
 
     #[tokio::test]

@@ -89,6 +89,15 @@ struct Cli {
     /// MCMP: seconds between STATUS messages [default: 5].
     #[arg(long, value_name = "SECS")]
     status_interval: Option<u64>,
+    /// TCP keepalive of every link: seconds idle before the first probe,
+    /// seconds between probes, probes before the link is dropped; or `off`
+    /// [default: 60,10,3].
+    #[arg(long, value_name = "IDLE,INTERVAL,COUNT")]
+    keepalive: Option<String>,
+    /// TCP_USER_TIMEOUT of every link in seconds: written data never
+    /// acknowledged for this long fails the link; 0 keeps the kernel's default [default: 30].
+    #[arg(long, value_name = "SECS")]
+    user_timeout: Option<u64>,
 }
 
 /// A TOML value given as one string (comma-separated where lists are meant) or as a list.
@@ -134,6 +143,8 @@ struct FileConfig {
     alias: Option<OneOrMany>,
     context: Option<OneOrMany>,
     status_interval: Option<u64>,
+    keepalive: Option<String>,
+    user_timeout: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -147,6 +158,7 @@ struct Settings {
     log_level: Level,
     listen: Option<String>,
     mcmp: Option<McmpSettings>,
+    tcp: pool::TcpOpts,
 }
 
 #[derive(Debug, PartialEq)]
@@ -326,6 +338,16 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         &node,
         &frontends,
     )?;
+    let mut tcp = pool::TcpOpts::default();
+    if let Some(k) = cli.keepalive.or(file.keepalive) {
+        tcp.keepalive = pool::TcpOpts::parse_keepalive(&k).map_err(|e| format!("--keepalive: {e}"))?;
+    }
+    match cli.user_timeout.or(file.user_timeout) {
+        Some(0) => tcp.user_timeout = None,
+        Some(n) if n <= 3600 => tcp.user_timeout = Some(Duration::from_secs(n)),
+        Some(_) => return Err("--user-timeout must be between 0 and 3600 seconds".into()),
+        None => {}
+    }
     Ok(Settings {
         frontends,
         node,
@@ -336,6 +358,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         log_level,
         listen,
         mcmp,
+        tcp,
     })
 }
 
@@ -432,6 +455,7 @@ async fn run(s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
         mode,
         max_backoff: s.max_backoff,
         busy: busy.clone(),
+        tcp: s.tcp,
     });
     let (sd_tx, sd_rx) = watch::channel(false);
     if let (Some(addr), Mode::Respond(cfg)) = (&s.listen, &agent.mode) {

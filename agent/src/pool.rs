@@ -2,13 +2,15 @@
 //! spread over the ports of its range, replace them as they get used or closed,
 //! and back off ports that fail.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reversed_proto::{Refusal, Verdict};
+use reversed_proto::{PingParams, Refusal, Verdict, PONG};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
@@ -41,6 +43,63 @@ const PROBE_SPACING: Duration = Duration::from_millis(25);
 const RESTART_PROBE: Duration = Duration::from_millis(100);
 /// Authentication errors are logged on the first failure of a streak and then every N attempts.
 const AUTH_LOG_EVERY: u32 = 20;
+/// Links found dead (no PING in time) are reported as a warning at most this often per front end.
+const DEAD_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// TCP settings of every link: keepalive probes keep a NAT's or firewall's
+/// state of an idle flow alive, and the user timeout bounds how long written
+/// data may stay unacknowledged before the kernel gives the connection up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpOpts {
+    /// (idle time before the first probe, interval between probes, probes); None: off.
+    pub keepalive: Option<(Duration, Duration, u32)>,
+    /// None: the kernel's default.
+    pub user_timeout: Option<Duration>,
+}
+
+impl Default for TcpOpts {
+    fn default() -> Self {
+        TcpOpts {
+            keepalive: Some((Duration::from_secs(60), Duration::from_secs(10), 3)),
+            user_timeout: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+impl TcpOpts {
+    /// Parses `IDLE,INTERVAL,COUNT` (seconds, seconds, probes) or `off`.
+    pub fn parse_keepalive(s: &str) -> Result<Option<(Duration, Duration, u32)>, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let bad = || format!("invalid keepalive {s:?}: expected IDLE,INTERVAL,COUNT in seconds, seconds and probes (e.g. 60,10,3) or off");
+        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+        let [a, b, c] = parts[..] else { return Err(bad()) };
+        let secs = |x: &str| x.parse::<u64>().ok().filter(|n| (1..=32767).contains(n)).map(Duration::from_secs);
+        match (secs(a), secs(b), c.parse::<u32>().ok().filter(|n| (1..=127).contains(n))) {
+            (Some(i), Some(v), Some(n)) => Ok(Some((i, v, n))),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// The links of one port, by id: a link leaves exactly once (used or
+/// closed), so the count can neither drift nor go below zero.
+#[derive(Debug, Default)]
+struct Links(HashSet<u64>);
+
+impl Links {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn add(&mut self, id: u64) {
+        self.0.insert(id);
+    }
+    /// False if the link was not (or no longer) counted here.
+    fn remove(&mut self, id: u64) -> bool {
+        self.0.remove(&id)
+    }
+}
 
 /// An httpd front end and its port range.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +221,7 @@ pub struct Agent {
     pub mode: Mode,
     pub max_backoff: Duration,
     pub busy: Arc<Busy>,
+    pub tcp: TcpOpts,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +229,8 @@ pub struct Stats {
     pub dials: u64,
     pub accepted: u64,
     pub used: u64,
+    /// Idle links that got no PING within the deadline httpd announced.
+    pub dead: u64,
 }
 
 #[derive(Debug)]
@@ -186,22 +248,38 @@ enum Fail {
 enum Event {
     Dialed {
         port: u16,
+        id: u64,
         result: Result<(), Fail>,
     },
     Used {
         port: u16,
+        id: u64,
     },
     Closed {
         port: u16,
+        id: u64,
         lived: Duration,
-        by_us: bool,
+        why: Close,
     },
+}
+
+/// Why an idle link ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// httpd closed it (a child went away, or it retired the link).
+    ByHttpd,
+    /// We did, on shutdown.
+    ByUs,
+    /// No PING arrived within the announced deadline: the path lost it.
+    Dead,
+    /// httpd wrote bytes that are neither a PING nor a request.
+    Garbage,
 }
 
 #[derive(Debug)]
 struct Port {
     port: u16,
-    idle: usize,
+    idle: Links,
     dialing: usize,
     /// Consecutive failures (Net/Auth).
     streak: u32,
@@ -252,6 +330,8 @@ struct Keeper {
     stats: Stats,
     /// When the range last held an idle connection.
     last_live: Option<Instant>,
+    next_id: u64,
+    last_dead_log: Option<Instant>,
 }
 
 /// Keeps the pool of one front end until shutdown; returns its counters.
@@ -266,7 +346,7 @@ pub async fn run_frontend(
     let ports = (fe.first..=fe.last)
         .map(|port| Port {
             port,
-            idle: 0,
+            idle: Links::default(),
             dialing: 0,
             streak: 0,
             full: false,
@@ -288,6 +368,8 @@ pub async fn run_frontend(
         full_logged: false,
         stats: Stats::default(),
         last_live: None,
+        next_id: 0,
+        last_dead_log: None,
     };
     let mut sd = shutdown;
     loop {
@@ -307,15 +389,15 @@ pub async fn run_frontend(
         }
     }
     info!(
-        "front end {}: stopping, closing idle connections ({} dials, {} accepted, {} used)",
-        k.fe, k.stats.dials, k.stats.accepted, k.stats.used
+        "front end {}: stopping, closing idle connections ({} dials, {} accepted, {} used, {} found dead)",
+        k.fe, k.stats.dials, k.stats.accepted, k.stats.used, k.stats.dead
     );
     k.stats
 }
 
 impl Keeper {
     fn idle(&self) -> usize {
-        self.ports.iter().map(|p| p.idle).sum()
+        self.ports.iter().map(|p| p.idle.len()).sum()
     }
 
     /// Ports that are neither failing nor refusing as full.
@@ -326,10 +408,12 @@ impl Keeper {
     fn start_dial(&mut self, i: usize) {
         self.ports[i].dialing += 1;
         self.stats.dials += 1;
+        self.next_id += 1;
         tokio::spawn(dial_task(
             self.fe.clone(),
             self.agent.clone(),
             self.ports[i].port,
+            self.next_id,
             self.tx.clone(),
             self.shutdown.clone(),
         ));
@@ -350,7 +434,7 @@ impl Keeper {
             }
         }
         loop {
-            let held: usize = self.ports.iter().map(|p| p.idle + p.dialing).sum();
+            let held: usize = self.ports.iter().map(|p| p.idle.len() + p.dialing).sum();
             let dialing: usize = self.ports.iter().map(|p| p.dialing).sum();
             if dialing >= MAX_DIALS_IN_FLIGHT {
                 return;
@@ -367,7 +451,7 @@ impl Keeper {
                 if (p.streak > 0 || p.full || p.quick > 0) && p.dialing > 0 {
                     continue;
                 }
-                let load = p.idle + p.dialing;
+                let load = p.idle.len() + p.dialing;
                 if best.is_none_or(|(_, l)| load < l) {
                     best = Some((i, load));
                 }
@@ -385,7 +469,7 @@ impl Keeper {
     /// (it is probed whatever the totals), or of any port's backoff while the
     /// pool is short.
     fn next_wake(&self) -> Option<Instant> {
-        let held: usize = self.ports.iter().map(|p| p.idle + p.dialing).sum();
+        let held: usize = self.ports.iter().map(|p| p.idle.len() + p.dialing).sum();
         let short = held < self.target;
         let now = Instant::now();
         self.ports
@@ -403,7 +487,7 @@ impl Keeper {
     /// to the maximum.
     fn live_range_probe(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        if self.ports.iter().any(|p| p.idle > 0) {
+        if self.ports.iter().any(|p| p.idle.len() > 0) {
             self.last_live = Some(now);
         }
         if !self.last_live.is_some_and(|t| now.duration_since(t) < RECENTLY_LIVE) {
@@ -428,24 +512,53 @@ impl Keeper {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::Dialed { port, result } => {
+            Event::Dialed { port, id, result } => {
                 let i = self.slot(port);
-                self.ports[i].dialing -= 1;
+                self.ports[i].dialing = self.ports[i].dialing.saturating_sub(1);
+                if result.is_ok() {
+                    self.ports[i].idle.add(id);
+                }
                 self.on_dialed(i, result);
             }
-            Event::Used { port } => {
+            Event::Used { port, id } => {
                 self.last_live = Some(Instant::now());
                 let i = self.slot(port);
-                self.ports[i].idle -= 1;
+                if !self.ports[i].idle.remove(id) {
+                    debug!("{}: link {id} used but not counted idle", self.fe.addr(port));
+                }
                 self.ports[i].quick = 0;
                 self.stats.used += 1;
             }
-            Event::Closed { port, lived, by_us } => {
+            Event::Closed { port, id, lived, why } => {
                 self.last_live = Some(Instant::now());
                 let i = self.slot(port);
-                self.ports[i].idle -= 1;
-                if by_us {
-                    return;
+                if !self.ports[i].idle.remove(id) {
+                    debug!("{}: link {id} closed but not counted idle", self.fe.addr(port));
+                }
+                match why {
+                    Close::ByUs => return,
+                    Close::Dead | Close::Garbage => {
+                        // Redial at once: nothing says the port is failing (a
+                        // dial that fails backs off as usual).
+                        if why == Close::Dead {
+                            self.stats.dead += 1;
+                        }
+                        self.ready = false;
+                        let now = Instant::now();
+                        let what = if why == Close::Dead {
+                            format!("got no ping for {:.1} s (a NAT or firewall on the way lost it?)", lived.as_secs_f64())
+                        } else {
+                            "received bytes that are neither a ping nor a request".to_string()
+                        };
+                        if self.last_dead_log.is_none_or(|t| now.duration_since(t) >= DEAD_LOG_EVERY) {
+                            self.last_dead_log = Some(now);
+                            warn!("{} (front end {}): an idle connection {what}; closed it and dialing a replacement", self.fe.addr(port), self.fe);
+                        } else {
+                            debug!("{}: an idle connection {what}; redialing", self.fe.addr(port));
+                        }
+                        return;
+                    }
+                    Close::ByHttpd => {}
                 }
                 let addr = self.fe.addr(port);
                 self.ready = false;
@@ -512,7 +625,6 @@ impl Keeper {
             Ok(()) => {
                 self.stats.accepted += 1;
                 let p = &mut self.ports[i];
-                p.idle += 1;
                 if p.streak > 0 {
                     info!(
                         "{addr} (front end {}) OK again after {} failed attempts",
@@ -618,12 +730,20 @@ fn classify(e: HandshakeError, addr: &str, node: &str) -> Fail {
     }
 }
 
-fn set_sockopts(s: &TcpStream) -> io::Result<()> {
+fn set_sockopts(s: &TcpStream, tcp: &TcpOpts) -> io::Result<()> {
     s.set_nodelay(true)?;
-    socket2::SockRef::from(s).set_keepalive(true)
+    let sock = socket2::SockRef::from(s);
+    if let Some((idle, interval, count)) = tcp.keepalive {
+        let ka = socket2::TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(count);
+        sock.set_tcp_keepalive(&ka)?;
+    }
+    if let Some(t) = tcp.user_timeout {
+        sock.set_tcp_user_timeout(Some(t))?;
+    }
+    Ok(())
 }
 
-async fn connect(fe: &FrontEnd, agent: &Agent, port: u16) -> Result<TcpStream, Fail> {
+async fn connect(fe: &FrontEnd, agent: &Agent, port: u16) -> Result<(TcpStream, PingParams), Fail> {
     let addr = fe.addr(port);
     let mut s = match tokio::time::timeout(
         CONNECT_TIMEOUT,
@@ -640,9 +760,10 @@ async fn connect(fe: &FrontEnd, agent: &Agent, port: u16) -> Result<TcpStream, F
             )))
         }
     };
-    if let Err(e) = set_sockopts(&s) {
+    if let Err(e) = set_sockopts(&s, &agent.tcp) {
         debug!("{addr}: cannot set socket options: {e}");
     }
+    let mut ping = PingParams::OFF;
     if let Some(secret) = &agent.secret {
         match tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
@@ -650,7 +771,7 @@ async fn connect(fe: &FrontEnd, agent: &Agent, port: u16) -> Result<TcpStream, F
         )
         .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(p)) => ping = p,
             Ok(Err(e)) => return Err(classify(e, &addr, &agent.node)),
             Err(_) => {
                 return Err(Fail::Net(format!(
@@ -660,7 +781,65 @@ async fn connect(fe: &FrontEnd, agent: &Agent, port: u16) -> Result<TcpStream, F
             }
         }
     }
-    Ok(s)
+    Ok((s, ping))
+}
+
+/// How an idle link ended.
+enum IdleEnd {
+    /// httpd wrote the first bytes of a request.
+    Request(Vec<u8>),
+    Closed(Close),
+}
+
+/// Waits on an idle link for the first request bytes, answering httpd's
+/// PINGs; a link that gets no PING within the deadline httpd announced is
+/// dead. No buffer is held while nothing arrives.
+async fn idle_wait(s: &mut TcpStream, ping: PingParams, shutdown: &mut watch::Receiver<bool>) -> IdleEnd {
+    let deadline = ping.dialer_deadline();
+    let mut due = deadline.map(|d| Instant::now() + d);
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            r = s.readable() => {
+                if r.is_err() {
+                    return IdleEnd::Closed(Close::ByHttpd);
+                }
+                let mut buf = vec![0u8; 16 * 1024];
+                let n = match s.try_read(&mut buf) {
+                    Ok(0) => return IdleEnd::Closed(Close::ByHttpd),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => return IdleEnd::Closed(Close::ByHttpd),
+                };
+                buf.truncate(n);
+                if pending.is_empty() && buf[0] != reversed_proto::FRAME_MARK {
+                    return IdleEnd::Request(buf);
+                }
+                pending.extend_from_slice(&buf);
+                let input = match reversed_proto::scan_idle(&pending) {
+                    Ok(i) => i,
+                    Err(_) => return IdleEnd::Closed(Close::Garbage),
+                };
+                for _ in 0..input.pings {
+                    if s.write_all(&PONG).await.is_err() {
+                        return IdleEnd::Closed(Close::ByHttpd);
+                    }
+                }
+                if input.pings > 0 {
+                    due = deadline.map(|d| Instant::now() + d);
+                }
+                if let Some(at) = input.request_at {
+                    return IdleEnd::Request(pending.split_off(at));
+                }
+                pending = if input.partial { vec![reversed_proto::FRAME_MARK] } else { Vec::new() };
+            }
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                return IdleEnd::Closed(Close::Dead);
+            }
+            _ = shutdown_begun(shutdown) => return IdleEnd::Closed(Close::ByUs),
+        }
+    }
 }
 
 /// Dials one connection, reports the result, waits idle for a request, then
@@ -669,6 +848,7 @@ async fn dial_task(
     fe: Arc<FrontEnd>,
     agent: Arc<Agent>,
     port: u16,
+    id: u64,
     tx: mpsc::UnboundedSender<Event>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -676,57 +856,25 @@ async fn dial_task(
         r = connect(&fe, &agent, port) => r,
         _ = shutdown_begun(&mut shutdown) => Err(Fail::Cancelled),
     };
-    let s = match r {
+    let (mut s, ping) = match r {
         Ok(s) => s,
         Err(f) => {
-            let _ = tx.send(Event::Dialed {
-                port,
-                result: Err(f),
-            });
+            let _ = tx.send(Event::Dialed { port, id, result: Err(f) });
             return;
         }
     };
-    let _ = tx.send(Event::Dialed {
-        port,
-        result: Ok(()),
-    });
+    let _ = tx.send(Event::Dialed { port, id, result: Ok(()) });
     let since = Instant::now();
-    // Idle: no buffer is held until httpd writes something.
-    let first = loop {
-        tokio::select! {
-            biased;
-            r = s.readable() => {
-                if r.is_err() {
-                    break None;
-                }
-                let mut buf = vec![0u8; 16 * 1024];
-                match s.try_read(&mut buf) {
-                    Ok(0) => break None,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        break Some(buf);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(_) => break None,
-                }
-            }
-            _ = shutdown_begun(&mut shutdown) => {
-                let _ = tx.send(Event::Closed { port, lived: since.elapsed(), by_us: true });
-                return;
-            }
+    let first = match idle_wait(&mut s, ping, &mut shutdown).await {
+        IdleEnd::Request(first) => first,
+        IdleEnd::Closed(why) => {
+            let _ = tx.send(Event::Closed { port, id, lived: since.elapsed(), why });
+            return;
         }
-    };
-    let Some(first) = first else {
-        let _ = tx.send(Event::Closed {
-            port,
-            lived: since.elapsed(),
-            by_us: false,
-        });
-        return;
     };
     // Busy before the pool learns about it, so that shutdown cannot miss it.
     let _guard = agent.busy.enter();
-    let _ = tx.send(Event::Used { port });
+    let _ = tx.send(Event::Used { port, id });
     match &agent.mode {
         Mode::Splice { backend } => crate::splice::run(s, first, backend).await,
         Mode::Respond(cfg) => responder::serve(s, first, cfg, shutdown).await,
@@ -750,6 +898,7 @@ mod tests {
             mode: Mode::Respond(responder::Config::new(26, false)),
             max_backoff: Duration::from_millis(max_backoff_ms),
             busy: Arc::new(Busy::default()),
+            tcp: TcpOpts::default(),
         })
     }
 

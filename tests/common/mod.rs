@@ -1464,7 +1464,7 @@ pub fn assert_only_handshake_refusal(what: &str, got: &[u8]) -> String {
     let rest: &[u8];
     let desc: String;
     match p::parse_challenge(got) {
-        Ok(Some((p::Challenge::Refused(r), used))) => {
+        Ok(Some((p::Challenge::Refused { refusal: r, .. }, used))) => {
             rest = &got[used..];
             desc = format!("refusal {r:?}");
         }
@@ -1571,15 +1571,45 @@ pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'sta
 /// A raw dialer: connects to 127.0.0.1:`port` and completes the handshake
 /// as `node` with `secret`. Returns the idle, authenticated stream, or the
 /// refusal/verdict/error as text.
+/// Reads what httpd writes into an idle (version-2) link, answering each
+/// PING with a PONG, until request bytes arrive: returns them (at least one
+/// byte), or Err on close, error or timeout.
+pub fn read_request_start(s: &mut TcpStream, timeout: Duration) -> Result<Vec<u8>, String> {
+    let end = Instant::now() + timeout;
+    let mut pending = Vec::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no request within {timeout:?}"));
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        let mut b = [0u8; 4096];
+        let n = s.read(&mut b).map_err(|e| format!("reading the request: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed before a request: {pending:02x?}"));
+        }
+        pending.extend_from_slice(&b[..n]);
+        let input = reversed_proto::scan_idle(&pending).map_err(|e| format!("bad frame from httpd: {e}"))?;
+        for _ in 0..input.pings {
+            s.write_all(&reversed_proto::PONG).map_err(|e| format!("pong: {e}"))?;
+        }
+        if let Some(at) = input.request_at {
+            s.set_read_timeout(None).unwrap();
+            return Ok(pending.split_off(at));
+        }
+        pending = if input.partial { vec![reversed_proto::FRAME_MARK] } else { Vec::new() };
+    }
+}
+
 pub fn raw_dial(port: u16, node: &str, secret: &[u8], timeout: Duration) -> Result<TcpStream, String> {
     use reversed_proto as p;
     let sa: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(timeout)).unwrap();
     let cn = p::nonce().unwrap();
-    s.write_all(&p::encode_hello(node.as_bytes(), &cn)).map_err(|e| format!("hello: {e}"))?;
+    s.write_all(&p::encode_hello(p::VERSION, node.as_bytes(), &cn)).map_err(|e| format!("hello: {e}"))?;
     let mut buf = Vec::new();
-    let (sn, sp) = loop {
+    let (sn, sp, ping) = loop {
         let mut b = [0u8; 128];
         let n = s.read(&mut b).map_err(|e| format!("challenge: {e}"))?;
         if n == 0 {
@@ -1587,16 +1617,16 @@ pub fn raw_dial(port: u16, node: &str, secret: &[u8], timeout: Duration) -> Resu
         }
         buf.extend_from_slice(&b[..n]);
         match p::parse_challenge(&buf) {
-            Ok(Some((p::Challenge::Continue { server_nonce, server_proof }, _))) => break (server_nonce, server_proof),
-            Ok(Some((p::Challenge::Refused(r), _))) => return Err(format!("refused: {r:?}")),
+            Ok(Some((p::Challenge::Continue { server_nonce, server_proof, ping, .. }, _))) => break (server_nonce, server_proof, ping),
+            Ok(Some((p::Challenge::Refused { refusal: r, .. }, _))) => return Err(format!("refused: {r:?}")),
             Ok(None) => continue,
             Err(e) => return Err(format!("bad challenge: {e}")),
         }
     };
-    if !p::verify_server_proof(secret, node.as_bytes(), &cn, &sn, &sp) {
+    if !(p::Transcript { version: p::VERSION, node: node.as_bytes(), client_nonce: &cn, server_nonce: &sn, ping }).verify_server_proof(secret, &sp) {
         return Err("server proof does not verify".into());
     }
-    s.write_all(&p::client_proof(secret, node.as_bytes(), &cn, &sn)).map_err(|e| format!("proof: {e}"))?;
+    s.write_all(&p::Transcript { version: p::VERSION, node: node.as_bytes(), client_nonce: &cn, server_nonce: &sn, ping }.client_proof(secret)).map_err(|e| format!("proof: {e}"))?;
     let mut v = [0u8; 1];
     s.read_exact(&mut v).map_err(|e| format!("verdict: {e}"))?;
     match p::Verdict::from_byte(v[0]) {
