@@ -8,6 +8,9 @@
 #                                    and "MPR_DOCKER_STARTED=1" when this call started it
 #   scripts/docker-engine.sh stop    stop the engine this script started (no-op otherwise)
 #   scripts/docker-engine.sh env     print DOCKER_HOST for the engine in use
+#   scripts/docker-engine.sh run CMD [ARG...]
+#                                    CMD with DOCKER_HOST set, the engine started for it
+#                                    (and stopped after it) when none answers
 #
 # Environment: MPR_DOCKER_ROOT (default /var/lib/mpr-docker): data root (the
 # image cache, kept between runs); the socket, pid file and exec root live in
@@ -60,7 +63,10 @@ start() {
 cleanup_run() {
   # The engine's namespace mounts must go before the folders.
   if [ -d "$RUN" ]; then
-    grep -o " $RUN[^ ]*" /proc/mounts 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    local m
+    for m in $(awk -v run="$RUN" 'index($2, run) == 1 { print $2 }' /proc/mounts | sort -r); do
+      umount -l "$m" 2>/dev/null || true
+    done
     rm -rf "$RUN"
   fi
 }
@@ -83,9 +89,20 @@ stop() {
   cleanup_run
 }
 
+run_with() {
+  local out st=0
+  out=$(start) || exit $?
+  DOCKER_HOST=$(echo "$out" | sed -n 's/^DOCKER_HOST=//p')
+  if [ -n "$DOCKER_HOST" ]; then export DOCKER_HOST; else unset DOCKER_HOST; fi
+  "$@" || st=$?
+  if echo "$out" | grep -q '^MPR_DOCKER_STARTED=1'; then stop; fi
+  return $st
+}
+
 case "${1:-}" in
   start) start ;;
+  run) shift; [ $# -gt 0 ] || die "usage: $0 run CMD [ARG...]"; run_with "$@" ;;
   stop) stop ;;
   env) if ours_running; then echo "DOCKER_HOST=unix://$SOCK"; else echo "DOCKER_HOST=${DOCKER_HOST:-}"; fi ;;
-  *) die "usage: $0 start|stop|env" ;;
+  *) die "usage: $0 start|stop|env|run CMD..." ;;
 esac
