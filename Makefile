@@ -22,7 +22,7 @@ MODULE_SO  := $(RELEASE)/libmod_proxy_reversed.so
 AGENT_BIN  := $(RELEASE)/reversed-agent
 
 .PHONY: all build install test soak fuzz demo demo-stop bench clean \
-        docker-images docker-demo docker-demo-stop test-docker
+        docker-deps docker-images docker-demo docker-demo-stop test-docker
 
 all: build
 
@@ -80,10 +80,15 @@ demo-stop:
 
 # Docker (see the README's Docker section). The images hold the release build;
 # scripts/docker-engine.sh runs a private dockerd when no engine answers.
-docker-images: build
+docker-deps: deps
+	scripts/docker-deps.sh
+
+docker-images: docker-deps
+	$(MAKE) build
 	scripts/docker-engine.sh run scripts/docker-images.sh
 
-docker-demo: build
+docker-demo: docker-deps
+	$(MAKE) build
 	scripts/docker-demo.sh start
 
 docker-demo-stop:

@@ -34,7 +34,7 @@ start() {
   command -v docker-compose >/dev/null || die "docker-compose is missing: apt-get install docker-compose"
   [ -f "$here/target/release/reversed-agent" ] || (cd "$here" && cargo build --release --workspace)
   mkdir -p "$STATE/secrets"
-  local out; out=$("$here/scripts/docker-engine.sh" start) || exit 1
+  local out; out=$(MPR_DOCKER_OWNER=demo "$here/scripts/docker-engine.sh" start) || exit 1
   export DOCKER_HOST; DOCKER_HOST=$(echo "$out" | sed -n 's/^DOCKER_HOST=//p')
   [ -n "$DOCKER_HOST" ] || unset DOCKER_HOST
   echo "$out" | grep -q '^MPR_DOCKER_STARTED=1' && touch "$STATE/engine-started"

@@ -14,7 +14,9 @@
 #
 # Environment: MPR_DOCKER_ROOT (default /var/lib/mpr-docker): data root (the
 # image cache, kept between runs); the socket, pid file and exec root live in
-# $MPR_DOCKER_ROOT/run and are removed on stop.
+# $MPR_DOCKER_ROOT/run and are removed on stop. MPR_DOCKER_OWNER: who owns an
+# engine started here (default: the calling process's pid; the demo says "demo").
+# An engine whose owner pid is gone is adopted by the next `start`.
 set -euo pipefail
 
 ROOT=${MPR_DOCKER_ROOT:-/var/lib/mpr-docker}
@@ -33,7 +35,19 @@ ours_running() {
 
 start() {
   command -v docker >/dev/null || die "the docker client is missing: apt-get install docker.io"
-  if ours_running; then echo "DOCKER_HOST=unix://$SOCK"; echo "MPR_DOCKER_STARTED=0"; return 0; fi
+  if ours_running; then
+    echo "DOCKER_HOST=unix://$SOCK"
+    # Left running by a process that is gone (a test that was killed): adopt it,
+    # so that this caller stops it. An engine owned by the demo stays the demo's.
+    local owner; owner=$(cat "$RUN/owner" 2>/dev/null || true)
+    if [ -n "$owner" ] && [ "$owner" -eq "$owner" ] 2>/dev/null && ! kill -0 "$owner" 2>/dev/null; then
+      echo "${MPR_DOCKER_OWNER:-$PPID}" >"$RUN/owner"
+      echo "MPR_DOCKER_STARTED=1"
+    else
+      echo "MPR_DOCKER_STARTED=0"
+    fi
+    return 0
+  fi
   # An engine the user already runs (DOCKER_HOST or the default socket): reuse it.
   if engine_answers ""; then
     echo "DOCKER_HOST=${DOCKER_HOST:-}"; echo "MPR_DOCKER_STARTED=0"; return 0
@@ -48,6 +62,7 @@ start() {
   local pid=$! i
   for i in $(seq 1 150); do
     if engine_answers "unix://$SOCK"; then
+      echo "${MPR_DOCKER_OWNER:-$PPID}" >"$RUN/owner"
       echo "DOCKER_HOST=unix://$SOCK"; echo "MPR_DOCKER_STARTED=1"; return 0
     fi
     kill -0 "$pid" 2>/dev/null || break

@@ -68,7 +68,8 @@ build_base() {
   t0=$(date +%s)
   root=$WORK/rootfs
   rm -rf "$root"; mkdir -p "$root"
-  trap 'umount -R "$root/proc" 2>/dev/null || true; rm -rf "$root"' EXIT
+  # Whatever happens, no mount and no half-made rootfs stay behind.
+  trap 'for m in $(awk -v r="$root/" "index(\$2, r) == 1 { print \$2 }" /proc/mounts | sort -r); do umount -l "$m" || true; done; rm -rf "$root"' EXIT
   local keyring=()
   [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] && keyring=(--keyring=/usr/share/keyrings/debian-archive-keyring.gpg)
   log "debootstrap $SUITE from the mirror of this machine's apt sources"
@@ -120,7 +121,7 @@ build_image() {
   fi
   t0=$(date +%s)
   log "building mpr/$name"
-  docker build --network=host -f "$ctx/docker/$name/Dockerfile" --build-arg "BASE=$BASE" \
+  docker build --network=host --force-rm -f "$ctx/docker/$name/Dockerfile" --build-arg "BASE=$BASE" \
     --label "org.mpr.inputs=$h" -t "mpr/$name" "$ctx" >"$WORK/build-$name.log" 2>&1 \
     || { tail -n 40 "$WORK/build-$name.log" >&2; die "docker build of mpr/$name failed (log: $WORK/build-$name.log)"; }
   rm -rf "$ctx"

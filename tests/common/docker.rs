@@ -82,7 +82,34 @@ impl Engine {
         }
         let host = so.lines().find_map(|l| l.strip_prefix("DOCKER_HOST=")).unwrap_or("").to_string();
         let started = so.lines().any(|l| l == "MPR_DOCKER_STARTED=1");
-        Some(Engine { started, host: if host.is_empty() { None } else { Some(host) } })
+        let e = Engine { started, host: if host.is_empty() { None } else { Some(host) } };
+        e.remove_leftovers();
+        Some(e)
+    }
+
+    /// Containers and networks of earlier test processes that are gone (killed
+    /// before their Drop ran): they carry the label org.mpr.test=<pid>.
+    fn remove_leftovers(&self) {
+        let dead = |line: &str| -> Option<String> {
+            let (id, pid) = line.split_once(' ')?;
+            let pid: i32 = pid.trim().parse().ok()?;
+            let alive = pid == std::process::id() as i32 || Path::new(&format!("/proc/{pid}")).exists();
+            (!alive).then(|| id.to_string())
+        };
+        let fmt = "{{.ID}} {{.Label \"org.mpr.test\"}}";
+        let cs = self.docker(&["ps", "-a", "--filter", "label=org.mpr.test", "--format", fmt]).unwrap_or_default();
+        let ids: Vec<String> = cs.lines().filter_map(dead).collect();
+        if !ids.is_empty() {
+            eprintln!("docker: removing {} containers left by earlier test runs", ids.len());
+            let mut v = vec!["rm", "-f"];
+            v.extend(ids.iter().map(String::as_str));
+            let _ = self.docker(&v);
+        }
+        let ns = self.docker(&["network", "ls", "--filter", "label=org.mpr.test", "--format", fmt]).unwrap_or_default();
+        for id in ns.lines().filter_map(dead) {
+            eprintln!("docker: removing network {id} left by an earlier test run");
+            let _ = self.docker(&["network", "rm", &id]);
+        }
     }
 
     pub fn env(&self) -> Vec<(&'static str, String)> {
@@ -185,14 +212,15 @@ impl<'e> Topo<'e> {
         fs::create_dir_all(t.dir.path().join("secrets")).unwrap();
         let mut n = (std::process::id() * 2 + SEQ.load(Ordering::SeqCst) * 2) % 120 * 2;
         let mut last_err = String::new();
+        let label = format!("org.mpr.test={}", std::process::id());
         for _ in 0..30 {
             let (f, b) = (format!("10.232.{n}"), format!("10.232.{}", n + 1));
             let fname = format!("{tag}-front");
-            match e.docker(&["network", "create", "--subnet", &format!("{f}.0/24"), &fname]) {
+            match e.docker(&["network", "create", "--label", &label, "--subnet", &format!("{f}.0/24"), &fname]) {
                 Ok(_) => {
                     t.nets.push(fname);
                     let bname = format!("{tag}-back");
-                    match e.docker(&["network", "create", "--subnet", &format!("{b}.0/24"), &bname]) {
+                    match e.docker(&["network", "create", "--label", &label, "--subnet", &format!("{b}.0/24"), &bname]) {
                         Ok(_) => {
                             t.nets.push(bname);
                             t.front_net = f;
@@ -246,10 +274,12 @@ impl<'e> Topo<'e> {
     /// `docker create` (start=false) or `docker run -d`; remembers the container.
     fn docker_run(&mut self, args: &[&str], start: bool) {
         let name = args[args.iter().position(|a| *a == "--name").unwrap() + 1].to_string();
+        let label = format!("org.mpr.test={}", std::process::id());
         let mut v = vec![if start { "run" } else { "create" }];
         if start {
             v.push("-d");
         }
+        v.extend_from_slice(&["--label", &label]);
         v.extend_from_slice(args);
         self.containers.push(name.clone());
         if let Err(e) = self.e.docker(&v) {
