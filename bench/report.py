@@ -180,6 +180,24 @@ def md_scale(sc):
     return L
 
 
+def md_liveness(lv):
+    L = []
+    sm = lv.get("summary") or {}
+    L.append(f"{lv.get('idle_links', 0):,} idle reversed links held for {lv.get('window_s')} s, default liveness "
+             f"(`ping=30s`, keepalive 60,10,3) against `ping=off`, alternating; medians of "
+             f"{len(lv.get('rounds', []))} rounds.")
+    L.append("")
+    L.append("| measure | ping=30s | ping=off |")
+    L.append("|---|---|---|")
+    for key, label in [("httpd_cpu_pct_of_core", "httpd CPU (% of a core, parent + children)"),
+                       ("agent_cpu_pct_of_core", "agent CPU (% of a core)"),
+                       ("wire_bytes_per_s", "bytes/s on the wire (both directions, IP headers included)"),
+                       ("wire_packets_per_s", "packets/s on the wire")]:
+        v = sm.get(key) or {}
+        L.append(f"| {label} | {f(v.get('ping_on'), 3)} | {f(v.get('ping_off'), 3)} |")
+    return L
+
+
 METHOD = """## Method
 
 - **Throughput** (`bench/throughput.py`): one private httpd (event MPM, loopback, no access log)
@@ -203,15 +221,25 @@ METHOD = """## Method
   an upper bound of take → replacement idle and authenticated.
 - **Graceful restart**: SIGUSR1 to httpd from a steady pool (connections older than 2 s),
   then status polls until 4 children, none of the old generation, each with 16 idle.
+- **Cost of liveness** (`bench/liveness.py`): 10 000 idle links (4 children, one agent),
+  held idle for the window, once with `ping=30s` and once with `ping=off`, alternating
+  the order per round; CPU from `/proc/PID/stat` over the window; wire bytes and packets
+  from nftables counters on the node's ports (loopback, both directions).
 - **Agent start → first request**: a request is already waiting in httpd (node `wait=5s`)
   when the agent process is spawned; measured from the spawn to the response.
 """
 
 
 def main():
-    tp, sc = load("throughput.json"), load("scale.json")
+    tp, sc, lv = load("throughput.json"), load("scale.json"), load("liveness.json")
     tg = targets(tp, sc)
-    doc = {"throughput": tp, "scale": sc,
+    if lv and lv.get("summary"):
+        sm = lv["summary"]
+        dh = sm["httpd_cpu_pct_of_core"]["ping_on"] - sm["httpd_cpu_pct_of_core"]["ping_off"]
+        da = sm["agent_cpu_pct_of_core"]["ping_on"] - sm["agent_cpu_pct_of_core"]["ping_off"]
+        tg.append((f"liveness with {lv['idle_links']:,} idle links: CPU cost of pings < 1 % of a core each",
+                   f"httpd +{dh:.2f} %, agent +{da:.2f} % of a core", dh < 1 and da < 1))
+    doc = {"throughput": tp, "scale": sc, "liveness": lv,
            "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in tg]}
     C.save_json("latest.json", doc)
     L = ["# mod_proxy_reversed benchmarks: latest run", ""]
@@ -249,6 +277,11 @@ def main():
         L.append("## Scale and cost")
         L.append("")
         L += md_scale(sc)
+        L.append("")
+    if lv:
+        L.append("## Cost of liveness")
+        L.append("")
+        L += md_liveness(lv)
         L.append("")
     notes = (tp or {}).get("notes", []) + (sc or {}).get("notes", [])
     if notes:

@@ -444,7 +444,12 @@ static int prx_cl_give_socket(proxy_conn_rec *conn, proxy_worker *w, proxy_serve
     if (fd < 0) {
         return 0;
     }
-    return prx_attach(conn, w, conf, s, node, fd) == APR_SUCCESS;
+    if (prx_attach(conn, w, conf, s, node, fd) != APR_SUCCESS) {
+        return 0;
+    }
+    /* Verified just now: a request may use it within the node's reuse= time. */
+    prx_link_released(fd);
+    return 1;
 }
 
 static void prx_cl_tend(proxy_worker *w, int node, proxy_server_conf *conf, server_rec *s, int seed)

@@ -320,6 +320,7 @@ impl Child {
         let live = self.desc(i).map(|d| d.node.live).unwrap_or_default();
         let deadline = Instant::now() + wait;
         let mut q = lock(&rt.idle);
+        let mut told_wait = false;
         'outer: loop {
             let suspect = *lock(&rt.suspect);
             // Most recent sign of life first (the back); links older than a
@@ -376,7 +377,34 @@ impl Child {
             }
             let now = Instant::now();
             if now >= deadline {
+                if !wait.is_zero() {
+                    let (n, suspects) = (q.len(), q.iter().filter(|c| !usable(c)).count());
+                    log::debug(|| {
+                        format!(
+                            "node {}: no usable idle link for {} ms in child {} (port {}, {n} idle of which {suspects} wait for a ping, {} other requests waiting, last link accepted {} ms ago)",
+                            self.name(i),
+                            wait.as_millis(),
+                            std::process::id(),
+                            st.port.load(Relaxed),
+                            self.waiting.load(SeqCst),
+                            crate::stats::now_ms().saturating_sub(st.last_accept_ms.load(Relaxed))
+                        )
+                    });
+                }
                 return None;
+            }
+            if !told_wait {
+                told_wait = true;
+                log::debug(|| {
+                format!(
+                    "node {}: a request waits for an idle link in child {} (port {}, {} idle, {} requests waiting)",
+                    self.name(i),
+                    std::process::id(),
+                    st.port.load(Relaxed),
+                    q.len(),
+                    self.waiting.load(SeqCst)
+                )
+                });
             }
             self.waiting.fetch_add(1, SeqCst);
             q = rt.cond.wait_timeout(q, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
@@ -699,13 +727,14 @@ impl AcceptLoop {
     /// of a node whose sweep was asked for. The scan runs at a tenth of the
     /// shortest interval (10..100 ms), so a PING is at most that late.
     fn ping_scan(&mut self, now: Instant) {
-        let mut every = PING_SCAN_MAX;
+        // Without any node that pings, the upkeep tick is often enough.
+        let mut every = TICK;
         for i in 0..self.child.nodes.len() {
             let rt = &self.child.nodes[i];
             let sweep = rt.sweep.swap(false, SeqCst);
             let Some(node) = self.child.active(i) else { continue };
             let Some(interval) = node.live.ping else { continue };
-            every = every.min((interval / 10).max(PING_SCAN_MIN));
+            every = every.min((interval / 10).clamp(PING_SCAN_MIN, PING_SCAN_MAX));
             let suspect = if sweep { *lock(&rt.suspect) } else { None };
             let due = |c: &Idle| {
                 c.pingable && (now >= c.pinged + interval || suspect.is_some_and(|t| c.life <= t))

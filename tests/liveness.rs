@@ -22,29 +22,12 @@ use reversed_proto as p;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "liveness test secret 0123456789abcdef";
 
-fn run(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut c = Command::new(args[0]);
-    c.args(&args[1..]).stdout(Stdio::piped()).stderr(Stdio::piped());
-    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut ch = c.spawn().map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if let Some(s) = stdin {
-        ch.stdin.take().unwrap().write_all(s.as_bytes()).map_err(|e| e.to_string())?;
-    }
-    let out = ch.wait_with_output().map_err(|e| e.to_string())?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("`{}` failed: {text}", args.join(" ")))
-    }
-}
 
 fn have_nft() -> bool {
     let found = ["/usr/sbin/nft", "/sbin/nft"].iter().any(|p| Path::new(p).exists()) && is_root();

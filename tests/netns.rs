@@ -10,28 +10,9 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "namespace firewall secret 0123456789";
-
-fn run(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    let mut c = Command::new(args[0]);
-    c.args(&args[1..]).stdout(Stdio::piped()).stderr(Stdio::piped());
-    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-    let mut ch = c.spawn().map_err(|e| format!("{}: {e}", args.join(" ")))?;
-    if let Some(s) = stdin {
-        use std::io::Write;
-        ch.stdin.take().unwrap().write_all(s.as_bytes()).map_err(|e| e.to_string())?;
-    }
-    let out = ch.wait_with_output().map_err(|e| e.to_string())?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("`{}` failed: {text}", args.join(" ")))
-    }
-}
 
 /// Deletes the namespaces (and with them the veth pair) on drop.
 struct Namespaces(Vec<String>);

@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use std::io::Read;
 use std::sync::mpsc;
 use std::time::Duration;
 

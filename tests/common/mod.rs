@@ -1637,3 +1637,23 @@ pub fn raw_dial(port: u16, node: &str, secret: &[u8], timeout: Duration) -> Resu
         other => Err(format!("verdict {other:?}")),
     }
 }
+
+/// Runs a command (stdin optional) and returns its stdout and stderr, or an
+/// error that names the command and carries its output.
+pub fn run(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    use std::process::{Command, Stdio};
+    let mut c = Command::new(args[0]);
+    c.args(&args[1..]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut ch = c.spawn().map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if let Some(s) = stdin {
+        ch.stdin.take().unwrap().write_all(s.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let out = ch.wait_with_output().map_err(|e| e.to_string())?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("`{}` failed: {text}", args.join(" ")))
+    }
+}
