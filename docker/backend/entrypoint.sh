@@ -13,6 +13,7 @@
 #                        needs NET_ADMIN, which is dropped before Tomcat and the agent start
 #   TOMCAT_HTTP_ADDRESS  address of Tomcat's HTTP connector (default 127.0.0.1)
 #   MPR_BACKEND_NAME     the name whoami.jsp reports (default: the host name)
+#   MPR_STOP_GRACE_MS    how long SIGTERM waits for Tomcat and the agent before killing them (600)
 set -euo pipefail
 die() { echo "mpr-backend: $*" >&2; exit 2; }
 
@@ -88,12 +89,21 @@ agent_pid=$!
 # Until one of them ends (or SIGTERM, which interrupts wait).
 wait -n || true
 stop_all
-for _ in $(seq 1 100); do
+# Both usually end within ~0.2 s; a JVM slowed down by a busy host gets
+# MPR_STOP_GRACE_MS, then both are killed, so that `docker stop` stays under 1 s.
+grace=${MPR_STOP_GRACE_MS:-600}
+[[ $grace =~ ^[0-9]+$ ]] || grace=600
+for _ in $(seq 1 $(( grace / 50 + 1 ))); do
   alive=0
   for p in $agent_pid $tomcat_pid; do kill -0 "$p" 2>/dev/null && alive=1; done
   [ $alive = 0 ] && break
   sleep 0.05
 done
-for p in $agent_pid $tomcat_pid; do kill -KILL "$p" 2>/dev/null || true; done
+for p in $agent_pid $tomcat_pid; do
+  if kill -0 "$p" 2>/dev/null; then
+    echo "mpr-backend: pid $p still running after ${grace} ms: killed" >&2
+    kill -KILL "$p" 2>/dev/null || true
+  fi
+done
 wait || true
 [ $term = 1 ] || { echo "mpr-backend: Tomcat or reversed-agent exited; the container stops" >&2; exit 1; }
