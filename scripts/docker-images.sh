@@ -67,9 +67,16 @@ build_base() {
   mirror=$(apt_mirror) || die "no 'deb' source for $SUITE in /etc/apt/sources.list{,.d}: cannot pick a mirror"
   t0=$(date +%s)
   root=$WORK/rootfs
-  rm -rf "$root"; mkdir -p "$root"
-  # Whatever happens, no mount and no half-made rootfs stay behind.
-  trap 'for m in $(awk -v r="$root/" "index(\$2, r) == 1 { print \$2 }" /proc/mounts | sort -r); do umount -l "$m" || true; done; rm -rf "$root"' EXIT
+  # Whatever happens (also an earlier run that was killed), no mount and no
+  # half-made rootfs stay behind.
+  drop_rootfs() {
+    local m
+    for m in $(awk -v r="$root/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r); do umount -l "$m" || true; done
+    rm -rf "$root"
+  }
+  drop_rootfs; mkdir -p "$root"
+  trap drop_rootfs EXIT
+  trap 'exit 130' INT TERM
   local keyring=()
   [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] && keyring=(--keyring=/usr/share/keyrings/debian-archive-keyring.gpg)
   log "debootstrap $SUITE from the mirror of this machine's apt sources"
