@@ -96,6 +96,32 @@ fn wait_links(t: &Topo, fronts: &[&Front], nodes: &[&str], limit: Duration) -> D
     t0.elapsed()
 }
 
+/// `docker stop` of `short` took `took`: it must have exited by itself on
+/// SIGTERM (exit code 0, not docker's SIGKILL) within 1 s. When the engine
+/// itself is slow on this host (a container that exits at once needs ≥ 0.5 s
+/// to stop), the bound is 1 s beyond that baseline, and the note says so.
+fn check_stop(t: &mut Topo, short: &str, took: Duration) -> String {
+    let code = t.exit_code(short);
+    assert_eq!(code, 0, "{short} did not exit by itself on SIGTERM (exit code {code}):\n{}", t.logs(short));
+    if took < Duration::from_secs(1) {
+        return String::new();
+    }
+    let base = t.stop_baseline();
+    assert!(
+        base >= Duration::from_millis(500) && took < base + Duration::from_secs(1),
+        "docker stop of {short} took {took:?} (a container that exits at once: {base:?})"
+    );
+    format!(" ({short}: the engine is slow here, a container that exits at once took {})", secs(base))
+}
+
+/// The first request of whoami.jsp compiles it (seconds on a busy host): made
+/// here, through `f`, before anything is counted or timed.
+fn warm_jsp(f: &Front, node: &str) {
+    let c = common::client(Duration::from_secs(90));
+    let r = common::get_with(&c, &f.url(&format!("/{node}/whoami.jsp")));
+    assert!(matches!(&r, Ok(r) if r.status == 200), "warming up {node}'s whoami.jsp through {}: {r:?}", f.name);
+}
+
 /// The epoch time of the last "reversed-agent starts at" line of a backend.
 fn agent_started_at(t: &Topo, short: &str) -> Option<f64> {
     t.logs(short)
@@ -146,9 +172,9 @@ fn firewall_forward_fails_reversed_serves() {
     assert_eq!(r.status, 503, "the forward ProxyPass got through the firewall: {} {:?}", r.status, r.text());
     assert!(drop1 > drop0, "the router dropped nothing ({drop0} → {drop1}): the 503 is not the firewall's");
 
-    let links = wait_links(&t, &[&f1], &["back1"], Duration::from_secs(90));
+    wait_links(&t, &[&f1], &["back1"], Duration::from_secs(90));
     let ready = t_start.elapsed();
-    let _ = links;
+    warm_jsp(&f1, "back1");
     let c = common::client(Duration::from_secs(10));
     let (mut ok200, mut lat) = (0, Vec::new());
     for i in 0..100 {
@@ -174,12 +200,20 @@ fn firewall_forward_fails_reversed_serves() {
     for c in ["back1", "front1", "router"] {
         stops.insert(c, t.stop(c));
     }
+    let mut notes = String::new();
+    for (c, took) in &stops {
+        notes.push_str(&check_stop(&mut t, c, *took));
+    }
     // The backend's entrypoint kills what is still running after its grace (600 ms).
-    let graced = if t.logs("back1").contains("still running after") { " (the grace expired: killed)" } else { "" };
+    let graced = if ["back1", "front1"].iter().any(|c| t.logs(c).contains("after SIGTERM: killed") || t.logs(c).contains("still running after")) {
+        " (a grace expired: killed)"
+    } else {
+        ""
+    };
     figure(
         "docker-firewall",
         &format!(
-            "router drops front→back ({} packets): forward ProxyPass → 503 after {}; Tomcat answers on the back network; reversed node: links {} after the backend container started, {ok200}/100 × 200 from Tomcat (p50 {:.1} ms, max {:.1} ms); docker stop: {}{graced}",
+            "router drops front→back ({} packets): forward ProxyPass → 503 after {}; Tomcat answers on the back network; reversed node: links {} after the backend container started, {ok200}/100 × 200 from Tomcat (p50 {:.1} ms, max {:.1} ms); docker stop: {}{graced}{notes}",
             drop1 - drop0,
             secs(fwd_took),
             secs(ready),
@@ -188,9 +222,6 @@ fn firewall_forward_fails_reversed_serves() {
             stops.iter().map(|(k, v)| format!("{k} {}", secs(*v))).collect::<Vec<_>>().join(", ")
         ),
     );
-    for (k, v) in &stops {
-        assert!(*v < Duration::from_secs(1), "docker stop of {k} took {v:?}");
-    }
 }
 
 /// Two front ends × two Tomcat backends: each front end serves each backend
@@ -207,6 +238,8 @@ fn two_front_ends_by_two_backends() {
     t.backend("back1", 21, &agent_args("back1", BACK1_PORTS, &[&f1, &f2], false), &[]);
     t.backend("back2", 22, &agent_args("back2", BACK2_PORTS, &[&f1, &f2], false), &[]);
     let took = wait_links(&t, &[&f1, &f2], &["back1", "back2"], Duration::from_secs(120));
+    warm_jsp(&f1, "back1");
+    warm_jsp(&f1, "back2");
 
     let c = common::client(Duration::from_secs(10));
     let mut report = Vec::new();
@@ -257,10 +290,8 @@ fn kill_backend_under_load() {
     t.backend("back1", 21, &agent_args("back1", BACK1_PORTS, &[&f1], false), &[]);
     t.backend("back2", 22, &agent_args("back2", BACK2_PORTS, &[&f1], false), &[]);
     wait_links(&t, &[&f1], &["back1", "back2"], Duration::from_secs(120));
-    // Warm both (JSP compiled).
-    for node in ["back1", "back2"] {
-        assert_eq!(get(&f1.url(&format!("/{node}/whoami.jsp"))).unwrap().status, 200);
-    }
+    warm_jsp(&f1, "back1");
+    warm_jsp(&f1, "back2");
 
     let lb = Lb::start(
         vec![f1.url("")],
@@ -283,7 +314,7 @@ fn kill_backend_under_load() {
     assert!(ok, "back1's links did not come back within 120 s:\n{}", t.logs("back1"));
     let agent_epoch = agent_started_at(&t, "back1").expect("back1's entrypoint logged the agent's start");
     let agent_at = agent_epoch - lb.epoch_of(Duration::ZERO);
-    std::thread::sleep(Duration::from_secs(3));
+    std::thread::sleep(Duration::from_secs(4));
     let v = lb.stop();
 
     let failed: Vec<&LbSample> = v.iter().filter(|s| !s.ok()).collect();
@@ -347,6 +378,8 @@ fn rolling_restart_of_front_ends() {
         lb.set_rotation(i, false);
         std::thread::sleep(Duration::from_millis(800)); // drain
         let stop = t.stop(&f.name);
+        let code = t.exit_code(&f.name);
+        assert_eq!(code, 0, "{} did not exit by itself on SIGTERM (exit code {code})", f.name);
         std::thread::sleep(Duration::from_millis(500));
         let t0 = Instant::now();
         t.start(&f.name);
@@ -363,6 +396,15 @@ fn rolling_restart_of_front_ends() {
     let v = lb.stop();
     let all: Vec<&LbSample> = v.iter().collect();
     let failed: Vec<&LbSample> = v.iter().filter(|s| !s.ok()).collect();
+    let graced = ["front1", "front2"].iter().filter(|c| t.logs(c).contains("after SIGTERM: killed")).count();
+    let mut notes = String::new();
+    for r in &rounds {
+        if r.1 >= Duration::from_secs(1) {
+            let base = t.stop_baseline();
+            assert!(base >= Duration::from_millis(500) && r.1 < base + Duration::from_secs(1), "docker stop of {} took {:?} (a container that exits at once: {base:?})", r.0, r.1);
+            notes.push_str(&format!(" ({}: the engine is slow here, a container that exits at once took {})", r.0, secs(base)));
+        }
+    }
     let served_after: Vec<usize> = rounds
         .iter()
         .enumerate()
@@ -371,7 +413,7 @@ fn rolling_restart_of_front_ends() {
     figure(
         "docker-rolling",
         &format!(
-            "{} requests alternating over 2 front ends (responder backends); each front end out of rotation, docker stop, start, back in: {}; {} failed {:?}; max latency {}; requests served by each front end after its restart {served_after:?}",
+            "{} requests alternating over 2 front ends (responder backends); each front end out of rotation, docker stop, start, back in: {}; {} failed {:?}; max latency {}; requests served by each front end after its restart {served_after:?}; stops that needed the 600 ms grace: {graced}{notes}",
             v.len(),
             rounds
                 .iter()
@@ -386,7 +428,6 @@ fn rolling_restart_of_front_ends() {
     assert!(failed.is_empty(), "the load balancer's clients saw failures: {:?}", failed.iter().take(5).collect::<Vec<_>>());
     for (r, n) in rounds.iter().zip(&served_after) {
         assert!(*n > 20, "{} served only {n} requests after its restart", r.0);
-        assert!(r.1 < Duration::from_secs(1), "docker stop of {} took {:?}", r.0, r.1);
     }
 }
 
@@ -532,10 +573,11 @@ fn mcmp_register_on_start_remove_on_stop() {
     let gone = wait_until(Duration::from_secs(10), || !registered(&f1));
     let gone_took = t1.elapsed();
     let after = get(&f1.url("/app/m")).map(|r| r.status);
+    let note = check_stop(&mut t, "back1", stop);
     figure(
         "docker-mcmp",
         &format!(
-            "backend container registered node1 through MCMP (across the firewall) {} after docker run, links in every child after {}, served {served}/20; docker stop took {}, node1 gone from the registry {} later (REMOVE-APP); /app/ then answers {after:?}",
+            "backend container registered node1 through MCMP (across the firewall) {} after docker run, links in every child after {}, served {served}/20; docker stop took {}, node1 gone from the registry {} later (REMOVE-APP); /app/ then answers {after:?}{note}",
             secs(reg_took),
             secs(links_took),
             secs(stop),
@@ -544,7 +586,6 @@ fn mcmp_register_on_start_remove_on_stop() {
     );
     assert_eq!(served, 20);
     assert!(gone, "node1 still registered 10 s after docker stop");
-    assert!(stop < Duration::from_secs(1), "docker stop of the backend took {stop:?}");
     assert_eq!(after, Ok(503));
 }
 

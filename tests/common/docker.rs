@@ -368,6 +368,29 @@ impl<'e> Topo<'e> {
         self.e.docker(&["stop", &self.name(short)]).unwrap();
         t.elapsed()
     }
+    /// The exit code of a stopped container (137: docker had to SIGKILL it).
+    pub fn exit_code(&self, short: &str) -> i64 {
+        self.e
+            .docker(&["inspect", "-f", "{{.State.ExitCode}}", &self.name(short)])
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(-1)
+    }
+
+    /// How long `docker stop` takes right now for a container that exits at
+    /// once on SIGTERM (the engine's own latency on this host).
+    pub fn stop_baseline(&mut self) -> Duration {
+        let short = format!("baseline{}", SEQ.fetch_add(1, Ordering::SeqCst));
+        let name = self.name(&short);
+        self.docker_run(
+            &["--name", &name, "--network", "none", "--entrypoint", "sh", "mpr/router", "-c",
+              "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"],
+            true,
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        self.stop(&short)
+    }
+
     pub fn kill(&self, short: &str) {
         self.e.docker(&["kill", &self.name(short)]).unwrap();
     }
