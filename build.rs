@@ -60,13 +60,84 @@ fn httpd_flags() -> (Vec<PathBuf>, Vec<String>) {
     (includes, defines)
 }
 
+/// Removes /* */ and // comments.
+fn strip_comments(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("/*") {
+            rest = r.find("*/").map_or("", |i| &r[i + 2..]);
+        } else if let Some(r) = rest.strip_prefix("//") {
+            rest = r.find('\n').map_or("", |i| &r[i..]);
+        } else {
+            let c = rest.chars().next().unwrap();
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
+/// `name(params)` pairs after each `marker` (params between the parentheses),
+/// as (name, number of parameters).
+fn functions(text: &str, marker: &str) -> Vec<(String, usize)> {
+    let mut v = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find(marker) {
+        rest = &rest[i + marker.len()..];
+        let Some(open) = rest.find('(') else { break };
+        let name = rest[..open].trim().rsplit(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or("").to_string();
+        let Some(close) = rest[open..].find(')') else { break };
+        let params = rest[open + 1..open + close].trim();
+        let n = if params.is_empty() || params == "void" { 0 } else { params.trim_end_matches(',').split(',').count() };
+        if name.starts_with("prx_") {
+            v.push((name, n));
+        }
+        rest = &rest[open + close..];
+    }
+    v.sort();
+    v
+}
+
+/// c-shim/rust_api.h declares exactly the functions src/exports.rs exports,
+/// with the same number of parameters: the build fails naming any drift.
+fn check_api_in_step(manifest: &std::path::Path) {
+    let header: String = strip_comments(&std::fs::read_to_string(manifest.join("c-shim/rust_api.h")).unwrap())
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // Every declaration in the header is a function returning something and ending in ");".
+    let mut declared = Vec::new();
+    for decl in header.split(';') {
+        let d = decl.trim();
+        if d.contains('{') || d.contains('}') || !d.contains('(') {
+            continue;
+        }
+        declared.extend(functions(&format!(" {d}"), " "));
+    }
+    declared.sort();
+    declared.dedup();
+    let rust = std::fs::read_to_string(manifest.join("src/exports.rs")).unwrap();
+    let exported = functions(&rust, "pub extern \"C\" fn ");
+    if declared != exported {
+        let only_h: Vec<_> = declared.iter().filter(|x| !exported.contains(x)).collect();
+        let only_rs: Vec<_> = exported.iter().filter(|x| !declared.contains(x)).collect();
+        panic!(
+            "c-shim/rust_api.h and src/exports.rs are out of step: only in the header (name, parameters) {only_h:?}; only in Rust {only_rs:?}"
+        );
+    }
+}
+
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let shim_dir = manifest.join("c-shim");
-    for f in ["mod_proxy_reversed.c", "cluster.c", "cluster.h", "shim.h", "rust_api.h"] {
+    for f in ["mod_proxy_reversed.c", "cluster.c", "internal.h", "shim.h", "rust_api.h"] {
         println!("cargo:rerun-if-changed=c-shim/{f}");
     }
+    println!("cargo:rerun-if-changed=src/exports.rs");
+    check_api_in_step(&manifest);
     println!("cargo:rerun-if-env-changed=APXS");
 
     let (includes, defines) = httpd_flags();

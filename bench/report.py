@@ -225,6 +225,11 @@ METHOD = """## Method
   held idle for the window, once with `ping=30s` and once with `ping=off`, alternating
   the order per round; CPU from `/proc/PID/stat` over the window; wire bytes and packets
   from nftables counters on the node's ports (loopback, both directions).
+- **Cost for other workers** (`bench/callgrind.py`): httpd -X under callgrind (instruction
+  counts), N GETs on one keep-alive connection to a forward `ProxyPass` with 22 other
+  workers, once without the module and once with it loaded beside two reversed nodes
+  (one with an agent dialled in), alternating; instrumentation on only for the N requests.
+  The module's own share is the self cost of every function of its object.
 - **Agent start → first request**: a request is already waiting in httpd (node `wait=5s`)
   when the agent process is spawned; measured from the spawn to the response.
 """
@@ -232,14 +237,20 @@ METHOD = """## Method
 
 def main():
     tp, sc, lv = load("throughput.json"), load("scale.json"), load("liveness.json")
+    cg = load("callgrind.json")
     tg = targets(tp, sc)
+    if cg:
+        tg.append(("a non-reversed ProxyPass beside reversed nodes: the module's cost unmeasurable (callgrind)",
+                   f"{cg['difference_ir_per_request']:+,.0f} instructions per request "
+                   f"({100 * cg['difference_share']:+.2f} %), {cg['module_own_ir_per_request']:,.0f} in the module's code",
+                   abs(cg["difference_share"]) < 0.005))
     if lv and lv.get("summary"):
         sm = lv["summary"]
         dh = sm["httpd_cpu_pct_of_core"]["ping_on"] - sm["httpd_cpu_pct_of_core"]["ping_off"]
         da = sm["agent_cpu_pct_of_core"]["ping_on"] - sm["agent_cpu_pct_of_core"]["ping_off"]
         tg.append((f"liveness with {lv['idle_links']:,} idle links: CPU cost of pings < 1 % of a core each",
                    f"httpd +{dh:.2f} %, agent +{da:.2f} % of a core", dh < 1 and da < 1))
-    doc = {"throughput": tp, "scale": sc, "liveness": lv,
+    doc = {"throughput": tp, "scale": sc, "liveness": lv, "callgrind": cg,
            "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in tg]}
     C.save_json("latest.json", doc)
     L = ["# mod_proxy_reversed benchmarks: latest run", ""]

@@ -5,8 +5,8 @@
 # as www-data), wrk, and tomcat10 for the Tomcat rows (installed when missing).
 # Knobs (environment): BENCH_DURATION (s per run, 3), BENCH_PAIRS (5),
 # BENCH_CONNS (32,256), BENCH_GROUPS (ajp,http,tomcat), BENCH_IDLE_CONNS (10000),
-# BENCH_FWD_RESPONDER (forward responder command), BENCH_ONLY (throughput|scale|liveness),
-# BENCH_LIVENESS_SECS (90), BENCH_LIVENESS_ROUNDS (2).
+# BENCH_FWD_RESPONDER (forward responder command), BENCH_ONLY (throughput|scale|liveness|callgrind),
+# BENCH_LIVENESS_SECS (90), BENCH_LIVENESS_ROUNDS (2), BENCH_CG_REQUESTS (2000), BENCH_CG_RUNS (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +40,8 @@ case "${BENCH_ONLY:-all}" in
   throughput) run bench/throughput.py ;;
   scale) run bench/scale.py ;;
   liveness) run bench/liveness.py ;;
-  *) run bench/throughput.py; run bench/scale.py; run bench/liveness.py ;;
+  callgrind) run bench/callgrind.py ;;
+  *) run bench/throughput.py; run bench/scale.py; run bench/liveness.py; run bench/callgrind.py ;;
 esac
 python3 bench/report.py
 echo "bench: done in $(( $(date +%s) - start )) s; results in bench/results/latest.md" >&2

@@ -1,5 +1,24 @@
 /*
- * mod_proxy_reversed beside mod_cluster: see cluster.h.
+ * mod_proxy_reversed beside mod_cluster.
+ *
+ * hooks that let reversed nodes registered through mod_manager work.
+ * Everything here is inert when mod_manager/mod_proxy_cluster are not loaded.
+ *
+ * - MCMP: an input filter copies (never consumes) the body of the CONFIG and
+ *   APP commands that mod_manager reads; once mod_manager has answered 200,
+ *   the whole body goes to prx_cluster_observe, which registers a
+ *   Reversed node here too (listeners open; its Type://Host:Port worker,
+ *   which mod_proxy_cluster creates, is then served over reversed connections).
+ * - Health: mod_proxy_cluster's "proxy_cluster"/"balancer"/"0" provider (that
+ *   mod_manager's STATUS and PING call) is wrapped: a reversed node is up iff
+ *   it has authenticated reversed connections in some child; its address
+ *   (httpd's own listener) is never dialled. Other nodes go to the original.
+ * - A per-child watchdog callback keeps a live reversed connection at the head
+ *   of each reversed worker's connection pool (mod_proxy_cluster's idle-node
+ *   CPING then runs over it instead of dialling our listener) and closes
+ *   pooled connections whose backend went away (so that the connection count
+ *   STATUS reads does not include them).
+ * Nothing here uses the general-purpose pointer of proxy_worker: it is mod_proxy_cluster's.
  *
  * Interfaces of mod_cluster used here (declared below, not included):
  *  - mod_manager's handler reads the MCMP body from r->input_filters with
@@ -30,8 +49,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 
-#include "cluster.h"
-#include "rust_api.h"
+#include "internal.h"
 
 APLOG_USE_MODULE(proxy_reversed);
 
@@ -44,17 +62,13 @@ APLOG_USE_MODULE(proxy_reversed);
 static int prx_cl_manager;       /* mod_manager.c is loaded */
 static int prx_cl_proxy_cluster; /* mod_proxy_cluster.c is loaded */
 
-static const char *prx_cl_worker_name(proxy_worker *w)
-{
-    return w->s->name_ex[0] ? w->s->name_ex : w->s->name;
-}
 
 /* ------------------------------------------------------------------ */
 /* 1. Watching the MCMP messages mod_manager reads                     */
 /* ------------------------------------------------------------------ */
 
 /* As much body as is copied (prx_mcmp_handler reads as much). */
-#define PRX_CL_MAX_BODY (64 * 1024)
+#define PRX_CL_MAX_BODY PRX_MCMP_READ_MAX()
 #define PRX_CL_IN "PROXY_REVERSED_MCMP_COPY"
 #define PRX_CL_OUT "PROXY_REVERSED_MCMP_OBSERVE"
 #define PRX_CL_KEY "proxy-reversed-cluster-mcmp"
@@ -136,7 +150,7 @@ static void prx_cl_observe(prx_cl_body *ctx)
     }
     if (!ctx->eos || ctx->overflow) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                      "MCMP %s: the body mod_manager read was not seen whole (%s): not observed",
+                      "PRX1007: MCMP %s: the body mod_manager read was not seen whole (%s): not observed",
                       r->method, ctx->overflow ? "over 64 KiB or unreadable" : "no end of body");
         return;
     }
@@ -222,44 +236,45 @@ static prx_cl_balancer_method prx_cl_wrap;
  * a reversed node. All of mod_proxy_cluster's copies of one node's worker (one
  * per virtual host) share w->s; when two different w->s match (a removed
  * node's worker that kept the id), *ambiguous is set. */
+typedef struct {
+    int id;
+    proxy_worker *found;
+    int node;
+    int ambiguous;
+} prx_cl_find_baton;
+
+static int prx_cl_find_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s, void *baton)
+{
+    prx_cl_find_baton *f = baton;
+    int node;
+    if (!w || !w->s || w->s->index != f->id) {
+        return 0;
+    }
+    node = prx_node_for_worker(prx_worker_name(w));
+    if (node < 0) {
+        return 0;
+    }
+    if (f->found && f->found->s != w->s) {
+        f->ambiguous = 1;
+        f->found = NULL;
+        return 1;
+    }
+    if (!f->found) {
+        f->found = w;
+        f->node = node;
+    }
+    return 0;
+}
+
 static proxy_worker *prx_cl_find_by_id(int id, int *node_out, int *ambiguous)
 {
-    server_rec *s;
-    proxy_worker *found = NULL;
-    *ambiguous = 0;
-    for (s = ap_server_conf; s; s = s->next) {
-        proxy_server_conf *conf = ap_get_module_config(s->module_config, &proxy_module);
-        int i, j;
-        if (!conf || !conf->balancers) {
-            continue;
-        }
-        for (i = 0; i < conf->balancers->nelts; i++) {
-            proxy_balancer *b = &APR_ARRAY_IDX(conf->balancers, i, proxy_balancer);
-            if (!b->workers) {
-                continue;
-            }
-            for (j = 0; j < b->workers->nelts; j++) {
-                proxy_worker *w = APR_ARRAY_IDX(b->workers, j, proxy_worker *);
-                int node;
-                if (!w || !w->s || w->s->index != id) {
-                    continue;
-                }
-                node = prx_node_for_worker(prx_cl_worker_name(w));
-                if (node < 0) {
-                    continue;
-                }
-                if (found && found->s != w->s) {
-                    *ambiguous = 1;
-                    return NULL;
-                }
-                if (!found) {
-                    found = w;
-                    *node_out = node;
-                }
-            }
-        }
+    prx_cl_find_baton f = {id, NULL, -1, 0};
+    prx_each_worker(ap_server_conf, PRX_EACH_MEMBERS, prx_cl_find_one, &f);
+    *ambiguous = f.ambiguous;
+    if (f.found) {
+        *node_out = f.node;
     }
-    return found;
+    return f.found;
 }
 
 /* mod_proxy_cluster's set_worker_load, reproduced. */
@@ -301,7 +316,7 @@ static int prx_cl_node_isup(request_rec *r, int id, int load)
     if (!w) {
         if (ambiguous) {
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                          "mod_cluster node %d: two reversed workers carry this id; "
+                          "PRX1008: mod_cluster node %d: two reversed workers carry this id; "
                           "left to mod_proxy_cluster", id);
         }
         return prx_cl_orig->proxy_node_isup(r, id, load);
@@ -311,14 +326,14 @@ static int prx_cl_node_isup(request_rec *r, int id, int load)
         w->s->status |= PROXY_WORKER_IN_ERROR;
         w->s->error_time = apr_time_now();
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
-                      "mod_cluster node %d: reversed worker %s has no connection: down",
-                      id, prx_cl_worker_name(w));
+                      "PRX1009: mod_cluster node %d: reversed worker %s has no connection: down",
+                      id, prx_worker_name(w));
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     prx_cl_set_load(w, load);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                  "mod_cluster node %d: reversed worker %s has %d connection(s): up, load %d",
-                  id, prx_cl_worker_name(w), n, load);
+                  "PRX1010: mod_cluster node %d: reversed worker %s has %d connection(s): up, load %d",
+                  id, prx_worker_name(w), n, load);
     return 0;
 }
 
@@ -356,7 +371,7 @@ static int prx_cl_host_isup(request_rec *r, const char *scheme, const char *host
         if (prx_worker_reserved(url)) {
             /* httpd's own reversed ports: a dial would reach our listener. */
             ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                          "PING %s: in a range where httpd listens for reversed connections, "
+                          "PRX1011: PING %s: in a range where httpd listens for reversed connections, "
                           "no reversed node owns it: down", url);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -383,7 +398,7 @@ static int prx_cl_post_config_first(apr_pool_t *pconf, apr_pool_t *plog, apr_poo
     }
     if (!cur->proxy_node_isup || !cur->proxy_host_isup) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     "mod_proxy_cluster's balancer provider lacks its checks: reversed nodes "
+                     "PRX1012: mod_proxy_cluster's balancer provider lacks its checks: reversed nodes "
                      "are checked by it (it dials their address)");
         return OK;
     }
@@ -393,7 +408,7 @@ static int prx_cl_post_config_first(apr_pool_t *pconf, apr_pool_t *plog, apr_poo
     prx_cl_wrap.proxy_host_isup = prx_cl_host_isup;
     ap_register_provider(pconf, "proxy_cluster", "balancer", "0", &prx_cl_wrap);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s,
-                 "STATUS/PING of reversed nodes answered from their reversed connections "
+                 "PRX1013: STATUS/PING of reversed nodes answered from their reversed connections "
                  "(mod_proxy_cluster's checks wrapped)");
     return OK;
 }
@@ -503,58 +518,49 @@ static void prx_cl_tend(proxy_worker *w, int node, proxy_server_conf *conf, serv
     }
 }
 
+typedef struct {
+    apr_pool_t *tp;
+    apr_hash_t *seen, *seeded;
+} prx_cl_tick_baton;
+
+static int prx_cl_tick_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s, void *baton)
+{
+    prx_cl_tick_baton *t = baton;
+    int node;
+    if (!w || !w->s || !w->cp || !w->cp->res || w->s->hmax < 2 || !w->s->is_address_reusable
+        || w->s->disablereuse || !PROXY_WORKER_IS_USABLE(w)) {
+        return 0;
+    }
+    if (apr_hash_get(t->seen, &w, sizeof(w))) {
+        return 0;
+    }
+    apr_hash_set(t->seen, apr_pmemdup(t->tp, &w, sizeof(w)), sizeof(w), (void *)1);
+    node = prx_node_for_worker(prx_worker_name(w));
+    if (node >= 0) {
+        /* The first copy of the node's worker in server order. */
+        int first = !apr_hash_get(t->seeded, &node, sizeof(node));
+        if (first) {
+            apr_hash_set(t->seeded, apr_pmemdup(t->tp, &node, sizeof(node)), sizeof(node), (void *)1);
+        }
+        prx_cl_tend(w, node, conf, s, first);
+    }
+    return 0;
+}
+
 static apr_status_t prx_cl_tick(int state, void *data, apr_pool_t *pool)
 {
-    server_rec *main_s = data;
-    server_rec *s;
-    apr_hash_t *seen, *seeded;
-    apr_pool_t *tp;
+    prx_cl_tick_baton t;
 
     if (state != AP_WATCHDOG_STATE_RUNNING || prx_node_count() == 0) {
         return APR_SUCCESS;
     }
-    if (apr_pool_create(&tp, pool) != APR_SUCCESS) {
+    if (apr_pool_create(&t.tp, pool) != APR_SUCCESS) {
         return APR_SUCCESS;
     }
-    seen = apr_hash_make(tp);
-    seeded = apr_hash_make(tp);
-    for (s = main_s; s; s = s->next) {
-        proxy_server_conf *conf = ap_get_module_config(s->module_config, &proxy_module);
-        int i, j;
-        if (!conf || !conf->balancers) {
-            continue;
-        }
-        for (i = 0; i < conf->balancers->nelts; i++) {
-            proxy_balancer *b = &APR_ARRAY_IDX(conf->balancers, i, proxy_balancer);
-            if (!b->workers) {
-                continue;
-            }
-            for (j = 0; j < b->workers->nelts; j++) {
-                proxy_worker *w = APR_ARRAY_IDX(b->workers, j, proxy_worker *);
-                int node;
-                if (!w || !w->s || !w->cp || !w->cp->res || w->s->hmax < 2
-                    || !w->s->is_address_reusable || w->s->disablereuse
-                    || !PROXY_WORKER_IS_USABLE(w)) {
-                    continue;
-                }
-                if (apr_hash_get(seen, &w, sizeof(w))) {
-                    continue;
-                }
-                apr_hash_set(seen, apr_pmemdup(tp, &w, sizeof(w)), sizeof(w), (void *)1);
-                node = prx_node_for_worker(prx_cl_worker_name(w));
-                if (node >= 0) {
-                    /* The first copy of the node's worker in server order. */
-                    int first = !apr_hash_get(seeded, &node, sizeof(node));
-                    if (first) {
-                        apr_hash_set(seeded, apr_pmemdup(tp, &node, sizeof(node)), sizeof(node),
-                                     (void *)1);
-                    }
-                    prx_cl_tend(w, node, conf, s, first);
-                }
-            }
-        }
-    }
-    apr_pool_destroy(tp);
+    t.seen = apr_hash_make(t.tp);
+    t.seeded = apr_hash_make(t.tp);
+    prx_each_worker((server_rec *)data, PRX_EACH_MEMBERS, prx_cl_tick_one, &t);
+    apr_pool_destroy(t.tp);
     return APR_SUCCESS;
 }
 
@@ -577,7 +583,7 @@ static int prx_cl_post_config_watchdog(apr_pool_t *pconf, apr_pool_t *plog, apr_
         || get_instance(&wd, PRX_CL_WATCHDOG, 0, 0, pconf) != APR_SUCCESS
         || register_callback(wd, PRX_CL_TICK, s, prx_cl_tick) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     "no watchdog for reversed workers of mod_proxy_cluster (mod_watchdog?): "
+                     "PRX1014: no watchdog for reversed workers of mod_proxy_cluster (mod_watchdog?): "
                      "its idle-node health check may dial httpd's own reversed listeners");
     }
     return OK;

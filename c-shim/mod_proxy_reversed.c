@@ -26,8 +26,7 @@
 #include <netinet/in.h>
 
 #include "shim.h"
-#include "rust_api.h"
-#include "cluster.h"
+#include "internal.h"
 
 #if !AP_MODULE_MAGIC_AT_LEAST(20120211, 130)
 #error "mod_proxy_reversed needs httpd 2.4.59 or later (ap_proxy_determine_address)"
@@ -39,7 +38,6 @@ PRX_EXPORT module AP_MODULE_DECLARE_DATA proxy_reversed_module;
 APLOG_USE_MODULE(proxy_reversed);
 
 #define PRX_FN "PROXY_REVERSED"
-#define PRX_INNER_NOTE "proxy-reversed-inner"
 #define PRX_ERRLEN 512
 
 /* Compile-time check that the levels the Rust side uses are httpd's. */
@@ -51,13 +49,15 @@ typedef char prx_levels_match[(PRX_LOG_ERR == APLOG_ERR && PRX_LOG_WARNING == AP
 /* Services offered to Rust (shim.h)                                   */
 /* ------------------------------------------------------------------ */
 
-void prx_log(int level, const char *msg)
+void prx_log(int level, const char *file, int line, const char *msg)
 {
+    /* The Rust caller's own file and line, not this function's. */
     if (ap_server_conf) {
-        ap_log_error(APLOG_MARK, level, 0, ap_server_conf, "%s", msg);
+        ap_log_error_(file, line, APLOG_MODULE_INDEX, level, 0, ap_server_conf, "%s", msg);
     }
     else {
-        ap_log_error(APLOG_MARK, level | APLOG_STARTUP, 0, NULL, "mod_proxy_reversed: %s", msg);
+        ap_log_error_(file, line, APLOG_MODULE_INDEX, level | APLOG_STARTUP, 0, NULL,
+                      "mod_proxy_reversed: %s", msg);
     }
 }
 
@@ -69,33 +69,65 @@ int prx_log_enabled(int level)
     return APLOG_MODULE_IS_LEVEL(ap_server_conf, APLOG_MODULE_INDEX, level);
 }
 
-/* Per-process table: the workers (in this child) that carry each node, found
- * in child_init by name. The worker's general-purpose context pointer belongs
- * to mod_proxy_cluster and is never used here. */
+/* Per-process table of every worker this child has seen: which node carries
+ * it (or none), resolved by name once per generation of the registered nodes
+ * (prx_nodes_gen), so that a request pays a pointer walk, not a name lookup.
+ * The worker's general-purpose context pointer belongs to mod_proxy_cluster
+ * and is never used here. */
+#define PRX_NOT_REVERSED (-1)
+#define PRX_RESERVED (-2)
 typedef struct prx_worker_ref {
-    int node;
     proxy_worker *worker;
+    int node;           /* >= 0, PRX_NOT_REVERSED or PRX_RESERVED; atomic */
+    int adopted;        /* the reversed settings were applied */
+    unsigned int gen;   /* prx_nodes_gen() when `node` was resolved; atomic, published last */
     struct prx_worker_ref *next;
 } prx_worker_ref;
+/* Readers walk the list without a lock: entries are only ever prepended,
+ * each fully built before the head is published (release; readers acquire),
+ * and a resolved entry stores its node before its gen. */
 static prx_worker_ref *prx_workers;
-/* Guards adding to prx_workers at run time (workers of MCMP-registered nodes
- * appear in a child while it serves requests). Readers walk the list without
- * it: entries are only ever prepended, each fully built before it is linked. */
+/* Serialises writers (request threads resolving a worker, the MCMP handler). */
 static apr_thread_mutex_t *prx_workers_mutex;
+/* This child serves reversed nodes (child_init found some): else the scheme
+ * hook declines at once. */
+static int prx_active;
+/* Nodes may be registered at run time (ProxyReversedMCMP): the cache of
+ * prx_worker_node is then keyed on prx_nodes_gen(); else it never changes. */
+static int prx_dynamic;
+/* Set on the thread that runs the inner scheme handlers of a handoff, so the
+ * hook declines there (cheaper per request than a table lookup in r->notes). */
+static __thread int prx_inner;
+
+static prx_worker_ref *prx_refs(void)
+{
+    return __atomic_load_n(&prx_workers, __ATOMIC_ACQUIRE);
+}
+
+static prx_worker_ref *prx_ref_find(proxy_worker *w)
+{
+    prx_worker_ref *ref;
+    for (ref = prx_refs(); ref; ref = ref->next) {
+        if (ref->worker == w) {
+            return ref;
+        }
+    }
+    return NULL;
+}
 static apr_pool_t *prx_child_pool;
 static APR_OPTIONAL_FN_TYPE(balancer_manage) *prx_balancer_manage;
 
 void prx_node_ready(int node)
 {
     prx_worker_ref *w;
-    for (w = prx_workers; w; w = w->next) {
-        if (w->node == node && w->worker->s
+    for (w = prx_refs(); w; w = w->next) {
+        if (__atomic_load_n(&w->node, __ATOMIC_RELAXED) == node && w->worker->s
             && (w->worker->s->status & PROXY_WORKER_IN_ERROR)) {
             /* A connection is here: the member is usable again at once,
              * instead of after its retry period. */
             w->worker->s->status &= ~PROXY_WORKER_IN_ERROR;
             ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf,
-                         "cleared the error state of worker %s: a reversed connection arrived",
+                         "PRX1001: cleared the error state of worker %s: a reversed connection arrived",
                          w->worker->s->name_ex);
         }
     }
@@ -165,8 +197,7 @@ static int prx_pre_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp
     return OK;
 }
 
-/* Calls fn on every worker of every server: ProxyPass workers and balancer members. */
-static void prx_each_worker(server_rec *main_s, void (*fn)(proxy_worker *, void *), void *baton)
+void prx_each_worker(server_rec *main_s, int which, prx_worker_fn fn, void *baton)
 {
     server_rec *s;
     for (s = main_s; s; s = s->next) {
@@ -175,33 +206,36 @@ static void prx_each_worker(server_rec *main_s, void (*fn)(proxy_worker *, void 
         if (!conf) {
             continue;
         }
-        if (conf->workers) {
+        if ((which & PRX_EACH_PROXYPASS) && conf->workers) {
             proxy_worker *w = (proxy_worker *)conf->workers->elts;
             for (i = 0; i < conf->workers->nelts; i++) {
-                fn(&w[i], baton);
+                if (fn(&w[i], conf, s, baton)) {
+                    return;
+                }
             }
         }
-        if (conf->balancers) {
+        if ((which & PRX_EACH_MEMBERS) && conf->balancers) {
             proxy_balancer *b = (proxy_balancer *)conf->balancers->elts;
             for (i = 0; i < conf->balancers->nelts; i++) {
-                proxy_worker **bw = (proxy_worker **)b[i].workers->elts;
+                proxy_worker **bw;
+                if (!b[i].workers) {
+                    continue;
+                }
+                bw = (proxy_worker **)b[i].workers->elts;
                 for (j = 0; j < b[i].workers->nelts; j++) {
-                    fn(bw[j], baton);
+                    if (bw[j] && fn(bw[j], conf, s, baton)) {
+                        return;
+                    }
                 }
             }
         }
     }
 }
 
-static const char *prx_worker_name(proxy_worker *w)
-{
-    return w->s->name_ex[0] ? w->s->name_ex : w->s->name;
-}
-
-static void prx_check_one(proxy_worker *w, void *baton)
+static int prx_check_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s, void *baton)
 {
     if (!w->s) {
-        return;
+        return 0;
     }
     prx_cfg_saw_worker(prx_worker_name(w));
     if (prx_node_for_worker(prx_worker_name(w)) >= 0) {
@@ -209,17 +243,18 @@ static void prx_check_one(proxy_worker *w, void *baton)
         w->s->is_address_reusable = 1;
         w->s->disablereuse = 0;
     }
+    return 0;
 }
 
 static int prx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     char err[PRX_ERRLEN];
     if (prx_node_count() > 0) {
-        prx_each_worker(s, prx_check_one, NULL);
+        prx_each_worker(s, PRX_EACH_ALL, prx_check_one, NULL);
     }
     if (prx_cfg_check(err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
-                     "ProxyReversed: %s", err);
+                     "PRX1002: ProxyReversed: %s", err);
         return !OK;
     }
     return OK;
@@ -242,7 +277,7 @@ static int prx_hook_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t 
     ap_mpm_query(AP_MPMQ_MAX_DAEMONS, &daemons);
     ap_mpm_query(AP_MPMQ_MAX_THREADS, &threads);
     if (prx_post_config(limit, daemons, threads, err, sizeof(err)) != 0) {
-        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "ProxyReversed: %s", err);
+        ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "PRX1003: ProxyReversed: %s", err);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     apr_pool_cleanup_register(pconf, NULL, prx_pconf_cleanup_c, apr_pool_cleanup_null);
@@ -253,46 +288,35 @@ static int prx_hook_post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t 
 /* Child lifecycle                                                     */
 /* ------------------------------------------------------------------ */
 
-typedef struct {
-    apr_pool_t *p;
-} prx_collect_baton;
+static int prx_worker_node(proxy_worker *w);
 
-static void prx_collect_one(proxy_worker *w, void *baton)
+static int prx_collect_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s, void *baton)
 {
-    prx_collect_baton *b = baton;
-    int node;
-    if (!w->s) {
-        return;
+    if (w->s) {
+        prx_worker_node(w);
     }
-    node = prx_node_for_worker(prx_worker_name(w));
-    if (node >= 0) {
-        prx_worker_ref *ref = apr_palloc(b->p, sizeof(*ref));
-        ref->node = node;
-        ref->worker = w;
-        ref->next = prx_workers;
-        prx_workers = ref;
-    }
+    return 0;
 }
 
 static apr_status_t prx_child_exit_c(void *unused)
 {
     prx_child_exit();
-    prx_workers = NULL;
+    __atomic_store_n(&prx_workers, NULL, __ATOMIC_RELEASE);
     return APR_SUCCESS;
 }
 
 static void prx_hook_child_init(apr_pool_t *pchild, server_rec *s)
 {
-    prx_collect_baton b;
     if (prx_node_count() == 0) {
         return;
     }
-    b.p = pchild;
-    prx_workers = NULL;
+    __atomic_store_n(&prx_workers, NULL, __ATOMIC_RELEASE);
     prx_child_pool = pchild;
     apr_thread_mutex_create(&prx_workers_mutex, APR_THREAD_MUTEX_DEFAULT, pchild);
+    prx_active = 1;
+    prx_dynamic = prx_nodes_dynamic();
     prx_balancer_manage = APR_RETRIEVE_OPTIONAL_FN(balancer_manage);
-    prx_each_worker(s, prx_collect_one, &b);
+    prx_each_worker(s, PRX_EACH_ALL, prx_collect_one, NULL);
     prx_child_init();
     /* A pre-cleanup runs before pchild's subpools (mod_proxy's connection
      * pools) are destroyed: the accept thread is joined first. */
@@ -308,44 +332,59 @@ static void prx_hook_child_stopping(apr_pool_t *pchild, int graceful)
 }
 #endif
 
-/* A worker of a node registered through MCMP, first seen in this child:
- * pooled connections must survive their release, an error state must not
- * outlive the arrival of a connection, and prx_node_ready must find it. */
-static void prx_adopt_worker(proxy_worker *w, int node)
+/* Records that worker w is carried by `node` (or not), with the
+ * generation it was resolved under. A reversed worker gets the settings the
+ * handoff needs, once: pooled connections must survive their release, and
+ * the resolved address is borrowed per request, never resolved again. */
+static void prx_ref_set(proxy_worker *w, int node, unsigned int gen)
 {
     prx_worker_ref *ref;
     if (!prx_workers_mutex || apr_thread_mutex_lock(prx_workers_mutex) != APR_SUCCESS) {
         return;
     }
-    for (ref = prx_workers; ref; ref = ref->next) {
-        if (ref->worker == w) {
-            ref->node = node;
-            break;
-        }
-    }
+    ref = prx_ref_find(w);
     if (!ref) {
+        ref = apr_pcalloc(prx_child_pool, sizeof(*ref));
+        ref->worker = w;
+        ref->node = node;
+        ref->gen = gen;
+        ref->next = prx_workers;
+        __atomic_store_n(&prx_workers, ref, __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&ref->node, node, __ATOMIC_RELAXED);
+    if (node >= 0 && !ref->adopted) {
         w->s->is_address_reusable = 1;
         w->s->disablereuse = 0;
-        /* The handoff borrows the resolved address: never re-resolve it. */
         w->s->address_ttl = -1;
-        ref = apr_palloc(prx_child_pool, sizeof(*ref));
-        ref->node = node;
-        ref->worker = w;
-        ref->next = prx_workers;
-        prx_workers = ref;
+        ref->adopted = 1;
     }
+    __atomic_store_n(&ref->gen, gen, __ATOMIC_RELEASE);
     apr_thread_mutex_unlock(prx_workers_mutex);
 }
 
-static int prx_known_worker(proxy_worker *w, int node)
+/* The node that carries worker w: >= 0, PRX_NOT_REVERSED, or PRX_RESERVED
+ * (it points into httpd's own reversed ranges: answer 503, never dial).
+ * Resolved by name only when the registered nodes changed since. */
+static int prx_worker_node(proxy_worker *w)
 {
-    prx_worker_ref *ref;
-    for (ref = prx_workers; ref; ref = ref->next) {
-        if (ref->worker == w) {
-            return ref->node == node;
-        }
+    unsigned int gen = prx_dynamic ? prx_nodes_gen() : 0;
+    prx_worker_ref *ref = prx_ref_find(w);
+    int node;
+    if (ref && __atomic_load_n(&ref->gen, __ATOMIC_ACQUIRE) == gen) {
+        return __atomic_load_n(&ref->node, __ATOMIC_RELAXED);
     }
-    return 0;
+    node = prx_node_for_worker(prx_worker_name(w));
+    if (node < 0) {
+        node = prx_worker_reserved(prx_worker_name(w)) ? PRX_RESERVED : PRX_NOT_REVERSED;
+    }
+    prx_ref_set(w, node, gen);
+    return node;
+}
+
+/* A worker of a node registered through MCMP (the balancer member made for it). */
+static void prx_adopt_worker(proxy_worker *w, int node)
+{
+    prx_ref_set(w, node, prx_dynamic ? prx_nodes_gen() : 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -463,7 +502,7 @@ static int prx_give_socket(request_rec *r, proxy_worker *worker, proxy_server_co
     if (fd < 0) {
         if (!nowait) {
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
-                          "no reversed connection for worker %s arrived within %d ms",
+                          "PRX1004: no reversed connection for worker %s arrived within %d ms",
                           prx_worker_name(worker), wait_ms);
         }
         return HTTP_SERVICE_UNAVAILABLE;
@@ -492,6 +531,11 @@ static int prx_can_retry(request_rec *r, proxy_worker *worker)
     case M_DELETE:
     case M_OPTIONS:
     case M_TRACE:
+        /* As mod_proxy_ajp's is_idempotent(): with arguments the request
+         * may have side effects (METHOD_IDEMPOTENT_WITH_ARGS), no retry. */
+        if (r->args) {
+            return 0;
+        }
         break;
     default:
         return 0;
@@ -504,23 +548,94 @@ static int prx_can_retry(request_rec *r, proxy_worker *worker)
 
 #define PRX_MAX_ATTEMPTS 3
 
+/* Acquires a connection of the real worker with a resolved address the
+ * per-request copy can borrow (nothing is resolved again per request).
+ * OK, or the HTTP status to answer. */
+static int prx_acquire(request_rec *r, proxy_worker *worker, proxy_conn_rec **conn)
+{
+    int status = ap_proxy_acquire_connection(PRX_FN, conn, worker, r->server);
+    if (status != OK) {
+        return status;
+    }
+    if (!(*conn)->address && worker->s->hostname_ex[0]) {
+        if (ap_proxy_determine_address(PRX_FN, *conn, worker->s->hostname_ex, worker->s->port,
+                                       0, r, NULL) != APR_SUCCESS) {
+            ap_proxy_release_connection(PRX_FN, *conn, r->server);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
+}
+
+/* One attempt: gives conn a usable socket and runs the unmodified scheme
+ * handlers on a per-request copy of the worker whose pool holds exactly this
+ * connection. Returns the handler's status; *conn is NULL if the inner
+ * handler kept no connection, and *no_socket is set when no socket came. */
+static int prx_attempt(request_rec *r, proxy_worker *worker, proxy_server_conf *conf, char *url,
+                       const char *proxyhost, apr_port_t proxyport, int node, int retry,
+                       proxy_conn_rec **conn, int *no_socket)
+{
+    proxy_worker shadow;
+    proxy_conn_pool shadow_cp;
+    proxy_conn_rec *c = *conn;
+    int status;
+
+    *no_socket = 0;
+    /* A pooled connection that still has its live socket is reused if its
+     * last response ended within the node's reuse= time (such a link cannot
+     * be pinged: it belongs to the request protocol); an older one is
+     * closed, and a dead or unused one gets a fresh, verified
+     * backend-initiated socket. A failed check has closed the socket
+     * (socket_cleanup): conn->sock is NULL. */
+    if (c->sock && !prx_link_reusable(node, prx_conn_fd(c))) {
+        prx_conn_drop_socket(c);
+    }
+    if (!c->sock
+        || ap_proxy_check_connection(PRX_FN, c, r->server, 0, PROXY_CHECK_CONN_EMPTY) != APR_SUCCESS) {
+        status = prx_give_socket(r, worker, conf, c, node, retry);
+        if (status != OK) {
+            *no_socket = 1;
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
+    }
+
+    shadow = *worker;
+    shadow_cp = *worker->cp;
+    shadow_cp.res = NULL;
+    shadow_cp.conn = c;
+    shadow.cp = &shadow_cp;
+
+    prx_inner = 1;
+    status = proxy_run_scheme_handler(r, &shadow, conf, url, proxyhost, proxyport);
+    prx_inner = 0;
+
+    /* The inner handler released the connection into shadow_cp.conn. */
+    c = *conn = shadow_cp.conn;
+    if (c) {
+        c->worker = worker;
+        if (c->sock) {
+            /* mod_proxy keeps it for the next request (AJP reuse, HTTP keep-alive). */
+            prx_link_released(prx_conn_fd(c));
+        }
+    }
+    return status;
+}
+
 static int prx_scheme_handler(request_rec *r, proxy_worker *worker, proxy_server_conf *conf,
                               char *url, const char *proxyhost, apr_port_t proxyport)
 {
     proxy_conn_rec *conn = NULL;
-    proxy_worker shadow;
-    proxy_conn_pool shadow_cp;
-    int node, status, attempt;
+    int node, status, attempt, no_socket;
 
-    if (proxyhost || !worker->s || apr_table_get(r->notes, PRX_INNER_NOTE)) {
+    if (!prx_active || prx_inner || proxyhost || !worker->s) {
         return DECLINED;
     }
-    node = prx_node_for_worker(prx_worker_name(worker));
+    node = prx_worker_node(worker);
     if (node < 0) {
-        if (prx_worker_reserved(prx_worker_name(worker))) {
+        if (node == PRX_RESERVED) {
             /* httpd's own reversed ports: dialling them would reach our listener. */
             ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r,
-                          "worker %s points into a range where httpd listens for reversed "
+                          "PRX1005: worker %s points into a range where httpd listens for reversed "
                           "connections, but no reversed node owns it: 503",
                           prx_worker_name(worker));
             return HTTP_SERVICE_UNAVAILABLE;
@@ -530,65 +645,22 @@ static int prx_scheme_handler(request_rec *r, proxy_worker *worker, proxy_server
     if (!worker->cp) {
         return HTTP_SERVICE_UNAVAILABLE;
     }
-    if (!prx_known_worker(worker, node)) {
-        prx_adopt_worker(worker, node);
-    }
-
-    status = ap_proxy_acquire_connection(PRX_FN, &conn, worker, r->server);
+    status = prx_acquire(r, worker, &conn);
     if (status != OK) {
         return status;
     }
-    /* Give the copy below a stable, already resolved address to borrow, so
-     * that nothing is resolved again per request. */
-    if (!conn->address && worker->s->hostname_ex[0]) {
-        if (ap_proxy_determine_address(PRX_FN, conn, worker->s->hostname_ex, worker->s->port,
-                                       0, r, NULL) != APR_SUCCESS) {
-            ap_proxy_release_connection(PRX_FN, conn, r->server);
-            return HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
     for (attempt = 1;; attempt++) {
-        /* A pooled connection that still has its live socket is reused if its
-         * last response ended within the node's reuse= time (such a link
-         * cannot be pinged: it belongs to the request protocol); an older one
-         * is closed, and a dead or unused one gets a fresh, verified
-         * backend-initiated socket. A failed check has closed the socket
-         * (socket_cleanup): conn->sock is NULL. */
-        if (conn->sock && !prx_link_reusable(node, prx_conn_fd(conn))) {
-            prx_conn_drop_socket(conn);
-        }
-        if (!conn->sock
-            || ap_proxy_check_connection(PRX_FN, conn, r->server, 0, PROXY_CHECK_CONN_EMPTY) != APR_SUCCESS) {
-            status = prx_give_socket(r, worker, conf, conn, node, attempt > 1);
-            if (status != OK) {
-                ap_proxy_release_connection(PRX_FN, conn, r->server);
-                if (attempt == 1) {
-                    apr_table_setn(r->notes, "error-notes", "No backend connection is available.");
-                }
-                return HTTP_SERVICE_UNAVAILABLE;
+        status = prx_attempt(r, worker, conf, url, proxyhost, proxyport, node, attempt > 1, &conn,
+                             &no_socket);
+        if (no_socket) {
+            ap_proxy_release_connection(PRX_FN, conn, r->server);
+            if (attempt == 1) {
+                apr_table_setn(r->notes, "error-notes", "No backend connection is available.");
             }
+            return HTTP_SERVICE_UNAVAILABLE;
         }
-
-        shadow = *worker;
-        shadow_cp = *worker->cp;
-        shadow_cp.res = NULL;
-        shadow_cp.conn = conn;
-        shadow.cp = &shadow_cp;
-
-        apr_table_setn(r->notes, PRX_INNER_NOTE, "1");
-        status = proxy_run_scheme_handler(r, &shadow, conf, url, proxyhost, proxyport);
-        apr_table_unset(r->notes, PRX_INNER_NOTE);
-
-        /* The inner handler released the connection into shadow_cp.conn. */
-        conn = shadow_cp.conn;
         if (!conn) {
             return status;
-        }
-        conn->worker = worker;
-        if (conn->sock) {
-            /* mod_proxy keeps it for the next request (AJP reuse, HTTP keep-alive). */
-            prx_link_released(prx_conn_fd(conn));
         }
         /* 503 from the scheme handler means the connection failed before a
          * response (it died between our check and mod_proxy's, or while the
@@ -599,7 +671,7 @@ static int prx_scheme_handler(request_rec *r, proxy_worker *worker, proxy_server
             break;
         }
         ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
-                      "reversed connection of worker %s failed before a response; "
+                      "PRX1006: reversed connection of worker %s failed before a response; "
                       "retrying on another idle connection (attempt %d)",
                       prx_worker_name(worker), attempt + 1);
     }
@@ -640,8 +712,6 @@ static int prx_status_handler(request_rec *r)
 /* MCMP receiver                                                       */
 /* ------------------------------------------------------------------ */
 
-/* Largest MCMP body read (mod_manager's MaxMCMPMessSize is of this order). */
-#define PRX_MCMP_MAX_BODY (64 * 1024)
 
 /* Makes the node's worker an enabled member of its balancer (creating it
  * through mod_proxy_balancer's balancer_manage, which needs BalancerGrowth),
@@ -710,17 +780,19 @@ static int prx_mcmp_handler(request_rec *r)
     apr_size_t len = 0;
     long long id = 0;
     int rc;
+    apr_size_t max;
 
     if (!r->handler || strcmp(r->handler, "proxy-reversed-mcmp") != 0) {
         return DECLINED;
     }
     /* Read the whole body (MCMP bodies are small). */
-    body = apr_palloc(r->pool, PRX_MCMP_MAX_BODY + 1);
+    max = PRX_MCMP_READ_MAX();
+    body = apr_palloc(r->pool, max + 1);
     if (ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK) == OK && ap_should_client_block(r)) {
         long n;
-        while ((n = ap_get_client_block(r, body + len, PRX_MCMP_MAX_BODY - len)) > 0) {
+        while ((n = ap_get_client_block(r, body + len, max - len)) > 0) {
             len += n;
-            if (len >= PRX_MCMP_MAX_BODY) {
+            if (len >= max) {
                 break;
             }
         }

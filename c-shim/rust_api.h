@@ -39,6 +39,13 @@ void prx_pconf_cleanup(void);
 /* Index of the reversed node that owns this worker name, or -1. Any thread. */
 int prx_node_for_worker(const char *worker_name);
 
+/* Changes whenever nodes are registered or removed through MCMP (0 without
+ * ProxyReversedMCMP): the shim caches prx_node_for_worker per worker under it. */
+unsigned int prx_nodes_gen(void);
+
+/* 1 if nodes may register at run time (ProxyReversedMCMP), else 0. */
+int prx_nodes_dynamic(void);
+
 /* Nodes the module may serve: ProxyReversed nodes plus the slots for nodes
  * registered through MCMP. 0 means the module has nothing to do. */
 int prx_node_count(void);
@@ -77,6 +84,9 @@ void prx_link_released(int fd);
 int prx_link_reusable(int node, int fd);
 
 /* --- MCMP receiver (SetHandler proxy-reversed-mcmp) --- */
+
+/* The longest MCMP body the codec accepts (reversed_proto::mcmp::MAX_BODY). */
+size_t prx_mcmp_max_body(void);
 
 /* What to do in mod_proxy_balancer after a request (prx_mcmp_reply.join). */
 #define PRX_JOIN_NONE 0

@@ -19,8 +19,9 @@ enum prx_log_level {
     PRX_LOG_DEBUG = 7
 };
 
-/* Writes one line to httpd's error log, under this module's LogLevel. Thread-safe. */
-void prx_log(int level, const char *msg);
+/* Writes one line to httpd's error log, under this module's LogLevel, naming
+ * the Rust source file and line that logged it. Thread-safe. */
+void prx_log(int level, const char *file, int line, const char *msg);
 
 /* Non-zero when a message at `level` would be written (LogLevel proxy_reversed:...). */
 int prx_log_enabled(int level);

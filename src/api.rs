@@ -74,7 +74,7 @@ pub fn post_config(server_limit: usize, max_children: usize, threads_per_child: 
     if threads_per_child <= 1 {
         for n in &cfg.nodes {
             if n.range.len() < max_children {
-                log::warn(&format!(
+                log::warn(13, &format!(
                     "node '{}': its range {} has {} ports, but this MPM runs one connection per child and up to {} children: children beyond the range answer 503 for the node (make the range cover MaxRequestWorkers)",
                     n.name,
                     n.range,
@@ -87,7 +87,7 @@ pub fn post_config(server_limit: usize, max_children: usize, threads_per_child: 
     let table = match Table::new(server_limit.max(max_children)) {
         Ok(t) => Some(Arc::new(t)),
         Err(e) => {
-            log::warn(&format!("no shared status table ({e}): the status page shows only the child that serves it"));
+            log::warn(14, &format!("no shared status table ({e}): the status page shows only the child that serves it"));
             None
         }
     };
@@ -115,6 +115,22 @@ pub fn node_for_worker(name: &str) -> Option<usize> {
     with_builder(|b| b.cfg.node_for_worker(name))
 }
 
+/// Whether nodes can be registered at run time (ProxyReversedMCMP).
+pub fn nodes_dynamic() -> bool {
+    if let Some(c) = CHILD.get() {
+        return c.registry().is_some();
+    }
+    lock(&FROZEN).as_ref().is_some_and(|f| f.registry.is_some())
+}
+
+/// Changes whenever the registered nodes change (0 without ProxyReversedMCMP).
+pub fn nodes_gen() -> u32 {
+    if let Some(c) = CHILD.get() {
+        return c.registry().map_or(0, |r| r.gen());
+    }
+    lock(&FROZEN).as_ref().and_then(|f| f.registry.as_ref().map(|r| r.gen())).unwrap_or(0)
+}
+
 /// Static nodes plus the slots for MCMP-registered ones: 0 means the module has nothing to do.
 pub fn node_count() -> usize {
     fn total(c: &Config) -> usize {
@@ -133,18 +149,18 @@ pub fn child_init() {
     let (cfg, table, registry) = match lock(&FROZEN).as_ref() {
         Some(f) => (f.cfg.clone(), f.table.clone(), f.registry.clone()),
         None => {
-            log::error("child_init before post_config: reversed nodes are not served in this child");
+            log::error(15, "child_init before post_config: reversed nodes are not served in this child");
             return;
         }
     };
     if cfg.nodes.is_empty() && registry.is_none() {
         return;
     }
-    match Child::start(cfg, table, registry) {
+    match crate::accept::start(cfg, table, registry) {
         Ok(c) => {
             let _ = CHILD.set(c);
         }
-        Err(e) => log::error(&format!("cannot start the reversed-connection listener thread: {e}")),
+        Err(e) => log::error(16, &format!("cannot start the reversed-connection listener thread: {e}")),
     }
 }
 
@@ -190,7 +206,7 @@ pub fn link_reusable(node: usize, fd: i32) -> bool {
 
 pub fn status_render(json: bool) -> String {
     match CHILD.get() {
-        Some(c) => c.render(json),
+        Some(c) => crate::status::render(c, json),
         None => {
             if json {
                 "{\"children\":[]}\n".into()
@@ -217,7 +233,7 @@ pub fn worker_reserved(name: &str) -> bool {
     let Some(c) = CHILD.get() else { return false };
     let Some((host, port)) = crate::config::worker_host_port(name) else { return false };
     let inside = |r: &crate::config::PortRange| {
-        (r.addr.is_unspecified() || host.map_or(true, |h| h == r.addr)) && (r.first..=r.last).contains(&port)
+        (r.addr.is_unspecified() || host.is_none_or(|h| h == r.addr)) && (r.first..=r.last).contains(&port)
     };
     c.cfg.nodes.iter().any(|n| inside(&n.range)) || c.cfg.mcmp.as_ref().is_some_and(|m| inside(&m.window))
 }

@@ -149,22 +149,7 @@ impl std::fmt::Display for PortRange {
     }
 }
 
-/// Durations as httpd writes them: a bare number is seconds; `ms` and `s` suffixes.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1u64)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000)
-    } else {
-        (s, 1000)
-    };
-    match num.parse::<u64>() {
-        Ok(n) if n > 0 && n.checked_mul(unit).is_some_and(|ms| ms <= 3_600_000) => {
-            Ok(Duration::from_millis(n * unit))
-        }
-        _ => Err(format!("'{s}' is not a duration between 1ms and 1 hour (examples: 2, 2s, 1500ms)")),
-    }
-}
+pub use crate::units::parse_duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
@@ -188,6 +173,8 @@ pub struct Node {
     pub live_opts: LiveOpts,
     /// In effect: `live_opts` over `ProxyReversedLiveness` (see Builder::resolve).
     pub live: Liveness,
+    /// `worker_url`, normalised.
+    pub worker_id: WorkerId,
 }
 
 impl std::fmt::Debug for Node {
@@ -230,7 +217,20 @@ pub fn worker_host_port(url: &str) -> Option<(Option<IpAddr>, u16)> {
 /// A port that is the scheme's default is left out, as mod_proxy_cluster
 /// names its workers (`ajp://h:8009` and `ajp://h` name one worker).
 pub fn same_worker(a: &str, b: &str) -> bool {
-    worker_key(a) == worker_key(b)
+    WorkerId::new(a) == WorkerId::new(b)
+}
+
+/// A worker's identity, normalised once: what every comparison of worker
+/// names in the module uses (the shim hands over mod_proxy's name of a
+/// worker, `name_ex` or `name`; registered nodes' names are made by
+/// `registry::Entry::worker_url`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WorkerId(String);
+
+impl WorkerId {
+    pub fn new(url: &str) -> WorkerId {
+        WorkerId(worker_key(url))
+    }
 }
 
 fn default_port(scheme: &str) -> Option<u16> {
@@ -400,7 +400,8 @@ impl Config {
     }
 
     pub fn node_for_worker(&self, worker_name: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| same_worker(&n.worker_url, worker_name))
+        let id = WorkerId::new(worker_name);
+        self.nodes.iter().position(|n| n.worker_id == id)
     }
 }
 
@@ -498,6 +499,7 @@ impl Builder {
             max_idle,
             live_opts: o.live,
             live,
+            worker_id: WorkerId::new(worker_url),
         });
         self.seen_workers.push(false);
         Ok(())

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use reversed_proto::{PingParams, PING, PONG};
 
-use crate::config::parse_duration;
+use crate::units::parse_duration;
 
 /// Every liveness setting, with its defaults. Durations of zero mean "never"
 /// where the key allows `0`/`off`.
@@ -43,7 +43,7 @@ pub struct Liveness {
 
 pub const DEFAULT: Liveness = Liveness {
     ping: Some(Duration::from_secs(30)),
-    ping_timeout: Duration::from_millis(500),
+    ping_timeout: Duration::from_secs(1),
     verify: Some(Duration::ZERO),
     reuse: Duration::from_secs(2),
     keepalive: Some((Duration::from_secs(60), Duration::from_secs(10), 3)),
@@ -237,7 +237,7 @@ mod tests {
     fn keys_defaults_and_overrides() {
         let d = LiveOpts::default().apply_defaults().unwrap();
         assert_eq!(d, DEFAULT);
-        assert_eq!(d.params(), PingParams { interval_ms: 30_000, timeout_ms: 500 });
+        assert_eq!(d.params(), PingParams { interval_ms: 30_000, timeout_ms: 1000 });
         let server = opts(&[("ping", "10s"), ("keepalive", "30,5,4"), ("v1", "serve")]).unwrap().apply_defaults().unwrap();
         assert_eq!(server.ping, Some(Duration::from_secs(10)));
         assert_eq!(server.keepalive, Some((Duration::from_secs(30), Duration::from_secs(5), 4)));

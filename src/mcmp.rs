@@ -72,7 +72,7 @@ pub fn handle(method: &str, uri: &str, body: &[u8], id: i64) -> Reply {
     };
     let reply = reply.unwrap_or_else(Reply::err);
     if let Some(e) = &reply.error {
-        log::warn(&format!("MCMP {method} refused: {}", e.mess));
+        log::warn(26, &format!("MCMP {method} refused: {}", e.mess));
     }
     reply
 }
@@ -204,7 +204,7 @@ impl Receiver<'_> {
         };
         self.child.refresh();
         if new {
-            log::info(|| format!("MCMP: registered reversed node '{route}' ({worker}, ports {range}, balancer {balancer})"));
+            log::info(27, || format!("MCMP: registered reversed node '{route}' ({worker}, ports {range}, balancer {balancer})"));
         }
         Ok(Reply {
             status: 200,
@@ -239,7 +239,7 @@ impl Receiver<'_> {
             (None, true) => {
                 self.reg.remove(slot);
                 self.child.refresh();
-                log::info(|| format!("MCMP: removed reversed node '{}'", a.jvm_route));
+                log::info(28, || format!("MCMP: removed reversed node '{}'", a.jvm_route));
                 join = Join::Disable {
                     node: self.child.registered_base() + slot,
                     balancer: e.balancer.clone(),
@@ -342,7 +342,7 @@ pub fn observe(method: &str, uri: &str, body: &[u8]) {
     }
     let reply = handle(method, uri, body, 0);
     if let Some(e) = reply.error {
-        log::warn(&format!("reversed node in a {method} that mod_manager received: not registered here: {}", e.mess));
+        log::warn(29, &format!("reversed node in a {method} that mod_manager received: not registered here: {}", e.mess));
     }
 }
 

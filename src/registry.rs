@@ -9,9 +9,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU8, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
-use std::time::Duration;
 
-use crate::ffi::{self, SharedArray};
+use crate::os::{RobustMutex, SharedArray};
 
 pub const ROUTE_MAX: usize = 64;
 pub const BALANCER_MAX: usize = 40;
@@ -33,9 +32,13 @@ impl<const N: usize> Text<N> {
         String::from_utf8_lossy(&v).into_owned()
     }
 
+    pub fn fits(s: &str) -> bool {
+        s.len() <= N
+    }
+
     /// Stores `s`; false (and nothing stored) if it does not fit.
     pub fn set(&self, s: &str) -> bool {
-        if s.len() > N {
+        if !Self::fits(s) {
             return false;
         }
         for (d, b) in self.bytes.iter().zip(s.bytes()) {
@@ -106,11 +109,6 @@ pub struct Slot {
     apps: Text<APPS_MAX>,
 }
 
-#[repr(C)]
-pub struct Header {
-    lock: AtomicI32,
-    _pad: AtomicU32,
-}
 
 /// What one registered node is, as read from the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,21 +237,24 @@ impl Apps {
     }
 }
 
+crate::zero_shareable!(Slot);
+crate::zero_shareable!(Header);
+
+/// What changes whenever any slot changes: what the shim's per-worker cache
+/// of "which node is this worker" is keyed on.
+#[repr(C)]
+pub struct Header {
+    gen: AtomicU32,
+    _pad: AtomicU32,
+}
+
 pub struct Registry {
+    /// Serialises writers and multi-field readers in every process: a robust
+    /// process-shared mutex, so a process that dies holding it (kill -9 of a
+    /// child in the MCMP handler) cannot block the others.
+    lock: RobustMutex,
     header: SharedArray<Header>,
     slots: SharedArray<Slot>,
-}
-
-/// Held while the table is read or written; released on drop.
-struct Guard<'a> {
-    lock: &'a AtomicI32,
-    pid: i32,
-}
-
-impl Drop for Guard<'_> {
-    fn drop(&mut self) {
-        let _ = self.lock.compare_exchange(self.pid, 0, Release, Relaxed);
-    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -276,31 +277,15 @@ pub enum Registered {
 
 impl Registry {
     pub fn new(slots: usize) -> std::io::Result<Registry> {
-        Ok(Registry { header: SharedArray::new(1)?, slots: SharedArray::new(slots)? })
+        Ok(Registry { lock: RobustMutex::new()?, header: SharedArray::new(1)?, slots: SharedArray::new(slots)? })
     }
 
     pub fn len(&self) -> usize {
         self.slots.get().len()
     }
 
-    fn lock(&self) -> Guard<'_> {
-        let lock = &self.header.get()[0].lock;
-        let pid = std::process::id() as i32;
-        let mut spins = 0u32;
-        loop {
-            let cur = lock.load(Relaxed);
-            if cur == 0 || (spins > 1000 && cur != pid && !ffi::pid_alive(cur)) {
-                if lock.compare_exchange(cur, pid, Acquire, Relaxed).is_ok() {
-                    return Guard { lock, pid };
-                }
-            }
-            spins += 1;
-            if spins < 100 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        }
+    fn lock(&self) -> crate::os::RobustGuard<'_> {
+        self.lock.lock()
     }
 
     fn read_slot(s: &Slot) -> Entry {
@@ -328,19 +313,30 @@ impl Registry {
         }
     }
 
-    fn write_slot(s: &Slot, e: &Entry) -> Result<(), RegisterError> {
-        if !s.route.set(&e.route) {
+    /// Whether `e` fits a slot; checked before anything is written, so that a
+    /// refused CONFIG leaves an active node's slot as it was.
+    fn check_fits(e: &Entry) -> Result<(), RegisterError> {
+        if !Text::<ROUTE_MAX>::fits(&e.route) {
             return Err(RegisterError::TooLong("JVMRoute"));
         }
-        if !s.balancer.set(&e.balancer) {
+        if !Text::<BALANCER_MAX>::fits(&e.balancer) {
             return Err(RegisterError::TooLong("Balancer"));
         }
-        if !s.host.set(&e.host) {
+        if !Text::<HOST_MAX>::fits(&e.host) {
             return Err(RegisterError::TooLong("Host"));
         }
-        if !s.apps.set(&e.apps.encode()) {
+        if !Text::<APPS_MAX>::fits(&e.apps.encode()) {
             return Err(RegisterError::TooLong("contexts"));
         }
+        Ok(())
+    }
+
+    fn write_slot(s: &Slot, e: &Entry) -> Result<(), RegisterError> {
+        Self::check_fits(e)?;
+        s.route.set(&e.route);
+        s.balancer.set(&e.balancer);
+        s.host.set(&e.host);
+        s.apps.set(&e.apps.encode());
         let bytes: Vec<u8> = match e.addr {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
@@ -366,6 +362,16 @@ impl Registry {
             .filter(|(_, s)| s.state.load(Relaxed) != FREE)
             .map(|(i, s)| (i, Self::read_slot(s)))
             .collect()
+    }
+
+    /// Changes whenever any slot's generation does.
+    pub fn gen(&self) -> u32 {
+        self.header.get()[0].gen.load(Acquire)
+    }
+
+    fn bump(&self, s: &Slot) {
+        s.gen.fetch_add(1, Release);
+        self.header.get()[0].gen.fetch_add(1, Release);
     }
 
     /// The generation of every slot (cheap: what accept threads poll).
@@ -419,7 +425,7 @@ impl Registry {
         let s = &slots[pick];
         Self::write_slot(s, &e)?;
         s.state.store(ACTIVE, Relaxed);
-        s.gen.fetch_add(1, Release);
+        self.bump(s);
         Ok(Registered::New(pick))
     }
 
@@ -428,7 +434,7 @@ impl Registry {
         let _g = self.lock();
         if let Some(s) = self.slots.get().get(i) {
             s.state.store(FREE, Relaxed);
-            s.gen.fetch_add(1, Release);
+            self.bump(s);
         }
     }
 
@@ -438,7 +444,7 @@ impl Registry {
         if let Some(s) = self.slots.get().get(i) {
             s.state.store(REMOVED, Relaxed);
             s.apps.set("");
-            s.gen.fetch_add(1, Release);
+            self.bump(s);
         }
     }
 
@@ -489,6 +495,20 @@ mod tests {
             load: 0,
             apps: Apps::default(),
         }
+    }
+
+    /// A refused CONFIG (here: a Host too long for the table) must not
+    /// change an active node: the fields are checked before any is written.
+    #[test]
+    fn refused_config_changes_nothing() {
+        let r = Registry::new(2).unwrap();
+        assert_eq!(r.register(entry("a", 9100)), Ok(Registered::New(0)));
+        let mut bad = entry("a", 9100);
+        bad.balancer = "otherbalancer".into();
+        bad.host = "h".repeat(HOST_MAX + 1);
+        assert_eq!(r.register(bad), Err(RegisterError::TooLong("Host")));
+        let e = r.get(0).unwrap();
+        assert_eq!((e.balancer.as_str(), e.host.as_str()), ("mycluster", "127.0.0.1"), "{e:?}");
     }
 
     #[test]

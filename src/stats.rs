@@ -3,10 +3,7 @@
 
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-use std::sync::Arc;
-
-use crate::config::Node;
-use crate::ffi::{self, SharedArray};
+use crate::os::{self, SharedArray};
 
 /// Reversed nodes one configuration may declare.
 pub const MAX_NODES: usize = 64;
@@ -26,6 +23,8 @@ pub struct NodeStats {
     /// When this child last authenticated a connection of the node (ms since the epoch).
     pub last_accept_ms: AtomicU64,
 }
+
+crate::zero_shareable!(Slot);
 
 impl NodeStats {
     pub fn inc(c: &AtomicU64) {
@@ -62,7 +61,7 @@ impl Table {
         for pass in 0..2 {
             for (i, s) in slots.iter().enumerate() {
                 let cur = s.pid.load(Relaxed);
-                let free = cur == 0 || (pass == 1 && !ffi::pid_alive(cur));
+                let free = cur == 0 || (pass == 1 && !os::pid_alive(cur));
                 if free && s.pid.compare_exchange(cur, pid, Relaxed, Relaxed).is_ok() {
                     for n in &s.nodes {
                         for c in [&n.accepted, &n.rejected, &n.retired, &n.ping_failed] {
@@ -97,7 +96,7 @@ impl Table {
             .iter()
             .filter(|s| {
                 let p = s.pid.load(Relaxed);
-                p != 0 && ffi::pid_alive(p)
+                p != 0 && os::pid_alive(p)
             })
             .collect();
         children.sort_by_key(|s| s.pid.load(Relaxed));
@@ -105,27 +104,14 @@ impl Table {
     }
 }
 
-pub fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 /// A connection authenticated this recently counts as live even if in use:
 /// a node whose connections are all busy keeps dialling replacements.
 pub const RECENT_ACCEPT_MS: u64 = 2000;
 
+/// Milliseconds of the monotonic clock all children share (a wall-clock
+/// step must not make old stamps look recent).
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    os::monotonic_ms()
 }
 
 /// Live connections of node `i` over these children: the idle ones (watched
@@ -139,71 +125,33 @@ pub fn live(children: &[&Slot], i: usize) -> i64 {
         .iter()
         .filter_map(|s| s.nodes.get(i))
         .map(|n| {
-            let recent = now.saturating_sub(n.last_accept_ms.load(Relaxed)) <= RECENT_ACCEPT_MS;
+            let at = n.last_accept_ms.load(Relaxed);
+            // A stamp from the future is no sign of life (it cannot happen
+            // with the monotonic clock; it did with the wall clock after a step back).
+            let recent = at != 0 && at <= now && now - at <= RECENT_ACCEPT_MS;
             n.idle.load(Relaxed).max(0) + recent as i64
         })
         .sum()
 }
 
-/// The status document: one row per child and node; `extra` is appended
-/// (JSON: more members of the top-level object, starting with a comma).
-pub fn render(nodes: &[Option<Arc<Node>>], children: &[&Slot], json: bool, extra: &str) -> String {
-    let mut out = String::new();
-    let listed = || nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().map(|n| (i, n)));
-    if json {
-        out.push_str("{\"children\":[");
-        for (ci, s) in children.iter().enumerate() {
-            if ci > 0 {
-                out.push(',');
-            }
-            out.push_str(&format!("{{\"pid\":{},\"nodes\":[", s.pid.load(Relaxed)));
-            for (ni, (i, node)) in listed().enumerate() {
-                let st = &s.nodes[i];
-                if ni > 0 {
-                    out.push(',');
-                }
-                out.push_str(&format!(
-                    "{{\"node\":{},\"worker\":{},\"range\":{},\"bound\":{},\"port\":{},\"idle\":{},\"busy\":{},\"accepted\":{},\"rejected\":{},\"retired\":{},\"ping_failed\":{}}}",
-                    json_str(&node.name),
-                    json_str(&node.worker_url),
-                    json_str(&node.range.to_string()),
-                    st.bound.load(Relaxed) != 0,
-                    st.port.load(Relaxed),
-                    st.idle.load(Relaxed).max(0),
-                    st.busy.load(Relaxed).max(0),
-                    st.accepted.load(Relaxed),
-                    st.rejected.load(Relaxed),
-                    st.retired.load(Relaxed),
-                    st.ping_failed.load(Relaxed),
-                ));
-            }
-            out.push_str("]}");
-        }
-        out.push(']');
-        out.push_str(extra);
-        out.push_str("}\n");
-    } else {
-        out.push_str(&format!("mod_proxy_reversed: {} children, {} nodes\n", children.len(), listed().count()));
-        for s in children {
-            for (i, node) in listed() {
-                let st = &s.nodes[i];
-                out.push_str(&format!(
-                    "child={} node={} port={} idle={} busy={} accepted={} rejected={} retired={} pingfail={}\n",
-                    s.pid.load(Relaxed),
-                    node.name,
-                    if st.bound.load(Relaxed) != 0 { st.port.load(Relaxed).to_string() } else { "unbound".into() },
-                    st.idle.load(Relaxed).max(0),
-                    st.busy.load(Relaxed).max(0),
-                    st.accepted.load(Relaxed),
-                    st.rejected.load(Relaxed),
-                    st.retired.load(Relaxed),
-                    st.ping_failed.load(Relaxed),
-                ));
-            }
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_recent_past_accept_counts_as_live() {
+        let s = Slot::default();
+        let n = &s.nodes[0];
+        assert_eq!(live(&[&s], 0), 0);
+        n.last_accept_ms.store(now_ms(), Relaxed);
+        assert_eq!(live(&[&s], 0), 1);
+        // A stamp ahead of the clock (what a wall-clock step back made of every
+        // older stamp) is no sign of life.
+        n.last_accept_ms.store(now_ms() + 60_000, Relaxed);
+        assert_eq!(live(&[&s], 0), 0);
+        n.last_accept_ms.store(now_ms().saturating_sub(RECENT_ACCEPT_MS + 1000), Relaxed);
+        assert_eq!(live(&[&s], 0), 0);
+        n.idle.store(3, Relaxed);
+        assert_eq!(live(&[&s], 0), 3);
     }
-    if !json {
-        out.push_str(extra);
-    }
-    out
 }

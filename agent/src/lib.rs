@@ -2,6 +2,8 @@
 //! it, and the fuzz targets (fuzz/) reach the AJP13 and HTTP/1.1 codecs and
 //! the responder through it.
 
+#![deny(unsafe_code)]
+
 #[macro_use]
 pub mod logging;
 pub mod ajp;

@@ -2,6 +2,8 @@
 //! (mod_proxy_reversed) and splices them to a local backend once httpd writes a
 //! request into them, or answers itself (`--respond`).
 
+#![deny(unsafe_code)]
+
 use reversed_agent::{debug, error, info, warn};
 use reversed_agent::{logging, mcmp, pool, responder};
 
@@ -24,80 +26,140 @@ const DEFAULT_MAX_BACKOFF_MS: u64 = 5000;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_STATUS_INTERVAL: u64 = 5;
 
-/// Dials authenticated reversed connections into httpd (mod_proxy_reversed) and
-/// splices them to a local backend. Command-line flags override the config file.
-#[derive(Parser, Debug, Default)]
-#[command(name = "reversed-agent", version)]
-struct Cli {
-    /// TOML config file (keys: the long flag names with '_' for '-'; `frontends` is a list).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// httpd front end and its port range, e.g. 127.0.0.1:9000-9003 or HOST:PORT (repeatable).
-    #[arg(long = "frontend", value_name = "HOST:FIRST-LAST")]
-    frontends: Vec<String>,
-    /// Node name ([A-Za-z0-9._-], 1-64 bytes), as declared to httpd.
-    #[arg(long, value_name = "NAME")]
-    node: Option<String>,
-    /// File holding the node's shared secret (required unless --no-auth).
-    #[arg(long, value_name = "PATH")]
-    secret_file: Option<PathBuf>,
-    /// Skip the handshake (nodes that httpd declares with auth=none).
-    #[arg(long)]
-    no_auth: bool,
-    /// Idle connections to keep per front end [default: 8].
-    #[arg(long, value_name = "N")]
-    idle: Option<usize>,
-    /// Local backend to splice requests to, e.g. 127.0.0.1:8009 (required unless --respond).
-    #[arg(long, value_name = "HOST:PORT")]
-    backend: Option<String>,
-    /// Answer requests with the built-in AJP13/HTTP responder instead of a backend.
-    #[arg(long)]
-    respond: bool,
-    /// Also (or only) serve the responder on a listening socket HOST:PORT, as an
-    /// ordinary backend that httpd dials: the forward baseline of benchmarks.
-    /// Needs --respond; --frontend and --node become optional.
-    #[arg(long, value_name = "HOST:PORT")]
-    listen: Option<String>,
-    /// Responder body size in bytes [default: 1024].
-    #[arg(long, value_name = "N")]
-    body_size: Option<usize>,
-    /// Responder echoes the request body instead of the fixed body.
-    #[arg(long)]
-    echo: bool,
-    /// Longest backoff between dials to a failing port, in ms [default: 5000].
-    #[arg(long, value_name = "MS")]
-    max_backoff_ms: Option<u64>,
-    /// error, warn, info or debug [default: info].
-    #[arg(long, value_name = "LEVEL")]
-    log_level: Option<String>,
-    /// Register the node with httpd's MCMP receiver at this URL, like
-    /// mod_cluster (repeatable), e.g. http://127.0.0.1:8090/mcmp. Plain http.
-    #[arg(long = "mcmp", value_name = "URL")]
-    mcmp: Vec<String>,
-    /// MCMP: balancer to join [default: httpd's, not sent].
-    #[arg(long, value_name = "NAME")]
-    balancer: Option<String>,
-    /// MCMP: the protocol httpd speaks over the connections, ajp or http [default: ajp].
-    #[arg(long = "type", value_name = "ajp|http")]
-    kind: Option<String>,
-    /// MCMP: virtual host aliases, comma-separated (with --context).
-    #[arg(long, value_name = "A,B")]
-    alias: Option<String>,
-    /// MCMP: contexts to enable, comma-separated (with --alias).
-    #[arg(long, value_name = "/X,/Y")]
-    context: Option<String>,
-    /// MCMP: seconds between STATUS messages [default: 5].
-    #[arg(long, value_name = "SECS")]
-    status_interval: Option<u64>,
-    /// TCP keepalive of every link: seconds idle before the first probe,
-    /// seconds between probes, probes before the link is dropped; or `off`
-    /// [default: 60,10,3].
-    #[arg(long, value_name = "IDLE,INTERVAL,COUNT")]
-    keepalive: Option<String>,
-    /// TCP_USER_TIMEOUT of every link in seconds: written data never
-    /// acknowledged for this long fails the link; 0 keeps the kernel's default [default: 30].
-    #[arg(long, value_name = "SECS")]
-    user_timeout: Option<u64>,
+/// How a command-line value goes over the config file's: a flag given wins.
+trait Merge {
+    fn merge(&mut self, file: Self);
+}
+
+impl<T> Merge for Option<T> {
+    fn merge(&mut self, file: Self) {
+        if self.is_none() {
+            *self = file;
+        }
+    }
+}
+
+/// Repeatable flags: given at all, they replace the file's list.
+impl<T> Merge for Vec<T> {
+    fn merge(&mut self, file: Self) {
+        if self.is_empty() {
+            *self = file;
+        }
+    }
+}
+
+/// Switches: on if on either side.
+impl Merge for bool {
+    fn merge(&mut self, file: Self) {
+        *self |= file;
+    }
+}
+
+/// Declares the options struct and its `over` (command line over config
+/// file) from one field list, so that no field can be left out of the merge.
+macro_rules! options {
+    ($(#[$m:meta])* struct $name:ident { $($(#[$fm:meta])* $f:ident: $t:ty,)* }) => {
+        $(#[$m])*
+        struct $name {
+            $($(#[$fm])* $f: $t,)*
+        }
+
+        impl $name {
+            /// `self` (the command line) over `file`.
+            fn over(mut self, file: $name) -> $name {
+                $(Merge::merge(&mut self.$f, file.$f);)*
+                self
+            }
+        }
+    };
+}
+
+// The options, once: clap reads them from the command line (flags) and serde
+// from the TOML file (keys: the long flag names with '_' for '-'; `frontends`,
+// or `frontend`, is a list; `config` is a flag only).
+options! {
+    /// Dials authenticated reversed connections into httpd (mod_proxy_reversed) and
+    /// splices them to a local backend. Command-line flags override the config file.
+    #[derive(Parser, Deserialize, Debug, Default)]
+    #[command(name = "reversed-agent", version)]
+    #[serde(default, deny_unknown_fields, rename_all = "snake_case")]
+    struct Options {
+        /// TOML config file (keys: the long flag names with '_' for '-'; `frontends` is a list).
+        #[arg(long, value_name = "FILE")]
+        #[serde(skip)]
+        config: Option<PathBuf>,
+        /// httpd front end and its port range, e.g. 127.0.0.1:9000-9003 or HOST:PORT (repeatable).
+        #[arg(long = "frontend", value_name = "HOST:FIRST-LAST")]
+        #[serde(alias = "frontend")]
+        frontends: Vec<String>,
+        /// Node name ([A-Za-z0-9._-], 1-64 bytes), as declared to httpd.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// File holding the node's shared secret (required unless --no-auth).
+        #[arg(long, value_name = "PATH")]
+        secret_file: Option<PathBuf>,
+        /// Skip the handshake (nodes that httpd declares with auth=none).
+        #[arg(long)]
+        no_auth: bool,
+        /// Idle connections to keep per front end [default: 8].
+        #[arg(long, value_name = "N")]
+        idle: Option<usize>,
+        /// Local backend to splice requests to, e.g. 127.0.0.1:8009 (required unless --respond).
+        #[arg(long, value_name = "HOST:PORT")]
+        backend: Option<String>,
+        /// Answer requests with the built-in AJP13/HTTP responder instead of a backend.
+        #[arg(long)]
+        respond: bool,
+        /// Also (or only) serve the responder on a listening socket HOST:PORT, as an
+        /// ordinary backend that httpd dials: the forward baseline of benchmarks.
+        /// Needs --respond; --frontend and --node become optional.
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+        /// Responder body size in bytes [default: 1024].
+        #[arg(long, value_name = "N")]
+        body_size: Option<usize>,
+        /// Responder echoes the request body instead of the fixed body.
+        #[arg(long)]
+        echo: bool,
+        /// Longest backoff between dials to a failing port, in ms [default: 5000].
+        #[arg(long, value_name = "MS")]
+        max_backoff_ms: Option<u64>,
+        /// error, warn, info or debug [default: info].
+        #[arg(long, value_name = "LEVEL")]
+        log_level: Option<String>,
+        /// Register the node with httpd's MCMP receiver at this URL, like
+        /// mod_cluster (repeatable), e.g. http://127.0.0.1:8090/mcmp. Plain http.
+        #[arg(long = "mcmp", value_name = "URL")]
+        #[serde(deserialize_with = "one_or_many")]
+        mcmp: Vec<String>,
+        /// MCMP: balancer to join [default: httpd's, not sent].
+        #[arg(long, value_name = "NAME")]
+        balancer: Option<String>,
+        /// MCMP: the protocol httpd speaks over the connections, ajp or http [default: ajp].
+        #[arg(long = "type", value_name = "ajp|http")]
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        /// MCMP: virtual host aliases, comma-separated (with --context).
+        #[arg(long, value_name = "A,B")]
+        #[serde(deserialize_with = "joined")]
+        alias: Option<String>,
+        /// MCMP: contexts to enable, comma-separated (with --alias).
+        #[arg(long, value_name = "/X,/Y")]
+        #[serde(deserialize_with = "joined")]
+        context: Option<String>,
+        /// MCMP: seconds between STATUS messages [default: 5].
+        #[arg(long, value_name = "SECS")]
+        status_interval: Option<u64>,
+        /// TCP keepalive of every link: seconds idle before the first probe,
+        /// seconds between probes, probes before the link is dropped; or `off`
+        /// [default: 60,10,3].
+        #[arg(long, value_name = "IDLE,INTERVAL,COUNT")]
+        keepalive: Option<String>,
+        /// TCP_USER_TIMEOUT of every link in seconds: written data never
+        /// acknowledged for this long fails the link; 0 keeps the kernel's default [default: 30].
+        #[arg(long, value_name = "SECS")]
+        user_timeout: Option<u64>,
+    }
 }
 
 /// A TOML value given as one string (comma-separated where lists are meant) or as a list.
@@ -120,31 +182,14 @@ impl OneOrMany {
     }
 }
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-struct FileConfig {
-    #[serde(alias = "frontend")]
-    frontends: Option<Vec<String>>,
-    node: Option<String>,
-    secret_file: Option<PathBuf>,
-    no_auth: Option<bool>,
-    idle: Option<usize>,
-    backend: Option<String>,
-    respond: Option<bool>,
-    listen: Option<String>,
-    body_size: Option<usize>,
-    echo: Option<bool>,
-    max_backoff_ms: Option<u64>,
-    log_level: Option<String>,
-    mcmp: Option<OneOrMany>,
-    balancer: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    alias: Option<OneOrMany>,
-    context: Option<OneOrMany>,
-    status_interval: Option<u64>,
-    keepalive: Option<String>,
-    user_timeout: Option<u64>,
+/// `mcmp = "URL"` or `mcmp = ["URL", ...]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(OneOrMany::deserialize(d)?.into_vec())
+}
+
+/// `alias = "a,b"` or `alias = ["a", "b"]`.
+fn joined<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Some(OneOrMany::deserialize(d)?.joined()))
 }
 
 #[derive(Debug)]
@@ -233,22 +278,18 @@ enum ModeSetting {
     Respond { body_size: usize, echo: bool },
 }
 
-fn settings(cli: Cli) -> Result<Settings, String> {
-    let file = match &cli.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
-            toml::from_str::<FileConfig>(&text)
-                .map_err(|e| format!("config file {}: {e}", p.display()))?
-        }
-        None => FileConfig::default(),
-    };
-    let fe_strings = if !cli.frontends.is_empty() {
-        cli.frontends
-    } else {
-        file.frontends.unwrap_or_default()
-    };
-    let listen = cli.listen.or(file.listen);
+/// Reads `--config` (if given) and puts the command line over it.
+fn merged(cli: Options) -> Result<Options, String> {
+    let Some(p) = &cli.config else { return Ok(cli) };
+    let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+    let file = toml::from_str::<Options>(&text).map_err(|e| format!("config file {}: {e}", p.display()))?;
+    Ok(cli.over(file))
+}
+
+fn settings(cli: Options) -> Result<Settings, String> {
+    let o = merged(cli)?;
+    let fe_strings = o.frontends;
+    let listen = o.listen;
     if fe_strings.is_empty() && listen.is_none() {
         return Err("at least one --frontend HOST:FIRST-LAST is required".into());
     }
@@ -256,7 +297,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         .iter()
         .map(|s| FrontEnd::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
-    let node = match (cli.node.or(file.node), &listen) {
+    let node = match (o.node, &listen) {
         (Some(n), _) => n,
         (None, Some(_)) if fe_strings.is_empty() => "listener".to_string(),
         (None, _) => return Err("--node NAME is required".into()),
@@ -266,21 +307,17 @@ fn settings(cli: Cli) -> Result<Settings, String> {
             "invalid node name {node:?}: 1-64 bytes of [A-Za-z0-9._-]"
         ));
     }
-    let no_auth = cli.no_auth || file.no_auth.unwrap_or(false) || fe_strings.is_empty();
+    let no_auth = o.no_auth || fe_strings.is_empty();
     let secret_file = if no_auth {
         None
     } else {
-        Some(
-            cli.secret_file
-                .or(file.secret_file)
-                .ok_or("--secret-file PATH is required (or --no-auth)")?,
-        )
+        Some(o.secret_file.ok_or("--secret-file PATH is required (or --no-auth)")?)
     };
-    let idle = cli.idle.or(file.idle).unwrap_or(DEFAULT_IDLE);
+    let idle = o.idle.unwrap_or(DEFAULT_IDLE);
     if idle == 0 || idle > MAX_IDLE {
         return Err(format!("--idle must be between 1 and {MAX_IDLE}"));
     }
-    let respond = cli.respond || file.respond.unwrap_or(false);
+    let respond = o.respond;
     if let Some(l) = &listen {
         if !respond {
             return Err("--listen serves the built-in responder: it needs --respond".into());
@@ -289,8 +326,8 @@ fn settings(cli: Cli) -> Result<Settings, String> {
             return Err(format!("invalid --listen {l:?}: expected IP:PORT"));
         }
     }
-    let echo = cli.echo || file.echo.unwrap_or(false);
-    let body_size = cli.body_size.or(file.body_size);
+    let echo = o.echo;
+    let body_size = o.body_size;
     let mode = if respond {
         ModeSetting::Respond {
             body_size: body_size.unwrap_or(DEFAULT_BODY_SIZE),
@@ -300,49 +337,35 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         if echo || body_size.is_some() {
             return Err("--echo and --body-size need --respond".into());
         }
-        let b = cli
-            .backend
-            .or(file.backend)
-            .ok_or("--backend HOST:PORT is required (or --respond)")?;
+        let b = o.backend.ok_or("--backend HOST:PORT is required (or --respond)")?;
         match b.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {}
             _ => return Err(format!("invalid backend {b:?}: expected HOST:PORT")),
         }
         ModeSetting::Splice(b)
     };
-    let max_backoff_ms = cli
-        .max_backoff_ms
-        .or(file.max_backoff_ms)
-        .unwrap_or(DEFAULT_MAX_BACKOFF_MS);
+    let max_backoff_ms = o.max_backoff_ms.unwrap_or(DEFAULT_MAX_BACKOFF_MS);
     if !(50..=3_600_000).contains(&max_backoff_ms) {
         return Err("--max-backoff-ms must be between 50 and 3600000".into());
     }
-    let lvl = cli
-        .log_level
-        .or(file.log_level)
-        .unwrap_or_else(|| "info".into());
+    let lvl = o.log_level.unwrap_or_else(|| "info".into());
     let log_level = Level::parse(&lvl)
         .ok_or_else(|| format!("invalid log level {lvl:?}: error, warn, info or debug"))?;
-    let mcmp_urls = if !cli.mcmp.is_empty() {
-        cli.mcmp
-    } else {
-        file.mcmp.map(OneOrMany::into_vec).unwrap_or_default()
-    };
     let mcmp = mcmp_settings(
-        mcmp_urls,
-        cli.balancer.or(file.balancer),
-        cli.kind.or(file.kind),
-        cli.alias.or(file.alias.map(OneOrMany::joined)),
-        cli.context.or(file.context.map(OneOrMany::joined)),
-        cli.status_interval.or(file.status_interval),
+        o.mcmp,
+        o.balancer,
+        o.kind,
+        o.alias,
+        o.context,
+        o.status_interval,
         &node,
         &frontends,
     )?;
     let mut tcp = pool::TcpOpts::default();
-    if let Some(k) = cli.keepalive.or(file.keepalive) {
+    if let Some(k) = o.keepalive {
         tcp.keepalive = pool::TcpOpts::parse_keepalive(&k).map_err(|e| format!("--keepalive: {e}"))?;
     }
-    match cli.user_timeout.or(file.user_timeout) {
+    match o.user_timeout {
         Some(0) => tcp.user_timeout = None,
         Some(n) if n <= 3600 => tcp.user_timeout = Some(Duration::from_secs(n)),
         Some(_) => return Err("--user-timeout must be between 0 and 3600 seconds".into()),
@@ -363,7 +386,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
 }
 
 fn main() -> ExitCode {
-    let s = match settings(Cli::parse()) {
+    let s = match settings(Options::parse()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("reversed-agent: {e}");
@@ -568,7 +591,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<Settings, String> {
         let mut v = vec!["reversed-agent"];
         v.extend_from_slice(args);
-        settings(Cli::try_parse_from(v).map_err(|e| e.to_string())?)
+        settings(Options::try_parse_from(v).map_err(|e| e.to_string())?)
     }
 
     #[test]
@@ -820,6 +843,66 @@ status_interval = 7
         assert!(parse(&["--listen", "127.0.0.1:18009"]).unwrap_err().contains("--respond"));
         assert!(parse(&["--listen", "nowhere", "--respond"]).unwrap_err().contains("--listen"));
         assert!(parse(&["--respond"]).unwrap_err().contains("--frontend"));
+    }
+
+    /// A deserializer that only takes the key list serde passes for a struct.
+    struct Keys<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> serde::Deserializer<'de> for Keys<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(serde::de::Error::custom("keys taken"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    /// The flags and the config file's keys cannot drift: every flag but
+    /// `--config` has its key (the long name with '_' for '-'; `frontends`
+    /// for `--frontend`), every key its flag, and the file accepts each key.
+    #[test]
+    fn every_flag_has_a_toml_key_and_every_key_a_flag() {
+        use clap::CommandFactory;
+        let mut keys: &'static [&'static str] = &[];
+        let _ = Options::deserialize(Keys(&mut keys));
+        assert!(keys.len() >= 20, "{keys:?}");
+        let key_of = |long: &str| if long == "frontend" { "frontends".to_string() } else { long.replace('-', "_") };
+        let cmd = Options::command();
+        let flags: Vec<&str> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| !["help", "version"].contains(l))
+            .collect();
+        assert!(flags.contains(&"config") && flags.contains(&"user-timeout"), "{flags:?}");
+        for long in &flags {
+            if *long == "config" {
+                assert!(!keys.contains(&"config"), "a config file cannot name another");
+                continue;
+            }
+            assert!(keys.contains(&key_of(long).as_str()), "--{long} has no config file key {:?}", key_of(long));
+        }
+        for key in keys {
+            assert!(
+                flags.iter().any(|l| key_of(l) == *key || l.replace('-', "_") == *key),
+                "config file key {key:?} has no flag"
+            );
+            let e = toml::from_str::<Options>(&format!("{key} = 0")).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(!e.contains("unknown field"), "{key}: {e}");
+        }
+        // And an unknown key is refused, naming it.
+        let e = toml::from_str::<Options>("config = \"/x\"").unwrap_err().to_string();
+        assert!(e.contains("unknown field `config`"), "{e}");
     }
 
 }

@@ -25,6 +25,8 @@
 //! other. The version is in the label and the ping parameters are in the
 //! transcript, so neither can be changed on the way without the proofs failing.
 
+#![deny(unsafe_code)]
+
 pub mod mcmp;
 
 use hmac::{Hmac, Mac};
@@ -574,7 +576,9 @@ mod tests {
     /// (testdata/handshake-v2.vectors; the Tomcat connector's tests read the
     /// same file). PROTO_WRITE_VECTORS=1 writes it anew.
     fn vectors() -> String {
-        let cases: [(u8, &[u8], &[u8], u8, u8, PingParams); 4] = [
+        // (version, secret, node, client nonce seed, server nonce seed, ping parameters)
+        type Case = (u8, &'static [u8], &'static [u8], u8, u8, PingParams);
+        let cases: [Case; 4] = [
             (2, b"0123456789abcdef-vector-secret", b"app1", 0x11, 0x22, PING30),
             (2, b"another secret, 32 bytes long!!!", b"node-7.example_x", 0xa5, 0x5a, PingParams::OFF),
             (2, b"0123456789abcdef", &[b'n'; 64], 0x00, 0xff, PingParams { interval_ms: 500, timeout_ms: 250 }),

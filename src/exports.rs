@@ -1,75 +1,18 @@
-//! Every `unsafe` of the module lives here: the functions the C shim calls
-//! (see c-shim/rust_api.h), the shim's services to Rust (bindgen of
-//! c-shim/shim.h), and the few system calls the standard library lacks
-//! (epoll, eventfd, SO_KEEPALIVE, a shared anonymous mapping).
-//!
-//! No Rust panic crosses into C: every exported function runs its body under
-//! `catch_unwind` and answers a safe default if it panics.
+//! The functions the C shim calls (c-shim/rust_api.h declares them): the top
+//! layer of the crate. No Rust panic crosses into C: every exported function
+//! runs its body under `catch_unwind` and answers a safe default if it panics.
+#![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, CStr};
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::time::Duration;
-
-#[allow(non_camel_case_types, non_upper_case_globals, dead_code)]
-mod sys {
-    include!(concat!(env!("OUT_DIR"), "/shim_bindings.rs"));
-}
-
-pub use sys::prx_log_level as Level;
 
 use crate::api;
-
-// ---------------------------------------------------------------------------
-// Services of the C shim
-// ---------------------------------------------------------------------------
-
-/// Writes one line to httpd's error log (stderr in unit tests).
-pub fn log(level: Level, msg: &str) {
-    #[cfg(not(test))]
-    {
-        let c = std::ffi::CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
-        // SAFETY: prx_log copies the NUL-terminated string into the log line and keeps no pointer.
-        unsafe { sys::prx_log(level as c_int, c.as_ptr()) }
-    }
-    #[cfg(test)]
-    eprintln!("[{:?}] {msg}", level);
-}
-
-pub fn log_enabled(level: Level) -> bool {
-    #[cfg(not(test))]
-    {
-        // SAFETY: reads httpd's log configuration only.
-        unsafe { sys::prx_log_enabled(level as c_int) != 0 }
-    }
-    #[cfg(test)]
-    {
-        let _ = level;
-        true
-    }
-}
-
-/// Tells the shim that node `node` has an idle connection in this child.
-pub fn node_ready(node: usize) {
-    #[cfg(not(test))]
-    // SAFETY: the shim only walks its per-process worker table, built in child_init and never freed before exit.
-    unsafe {
-        sys::prx_node_ready(node as c_int)
-    }
-    #[cfg(test)]
-    let _ = node;
-}
-
-// ---------------------------------------------------------------------------
-// The API exported to the C shim
-// ---------------------------------------------------------------------------
 
 fn guard<T>(default: T, f: impl FnOnce() -> T) -> T {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(v) => v,
         Err(_) => {
-            log(Level::PRX_LOG_ERR, "internal error (a panic was caught at the C boundary)");
+            crate::log::error(900, "internal error (a panic was caught at the C boundary)");
             default
         }
     }
@@ -193,6 +136,21 @@ pub extern "C" fn prx_worker_reserved(name: *const c_char) -> c_int {
 }
 
 #[no_mangle]
+pub extern "C" fn prx_mcmp_max_body() -> usize {
+    reversed_proto::mcmp::MAX_BODY
+}
+
+#[no_mangle]
+pub extern "C" fn prx_nodes_dynamic() -> c_int {
+    guard(0, || api::nodes_dynamic() as c_int)
+}
+
+#[no_mangle]
+pub extern "C" fn prx_nodes_gen() -> std::ffi::c_uint {
+    guard(0, api::nodes_gen)
+}
+
+#[no_mangle]
 pub extern "C" fn prx_node_count() -> c_int {
     guard(0, || api::node_count() as c_int)
 }
@@ -290,7 +248,15 @@ pub struct McmpReplyC {
 }
 
 fn c_string(s: &str) -> *mut c_char {
-    std::ffi::CString::new(s.replace('\0', "")).unwrap_or_default().into_raw()
+    c_string_len(s).0
+}
+
+/// A C string of `s` without its NULs, and its length: the two agree by
+/// construction (C writes exactly that many bytes).
+fn c_string_len(s: &str) -> (*mut c_char, usize) {
+    let c = std::ffi::CString::new(s.replace('\0', "")).unwrap_or_default();
+    let n = c.as_bytes().len();
+    (c.into_raw(), n)
 }
 
 fn free_c_string(p: &mut *mut c_char) {
@@ -304,8 +270,7 @@ fn free_c_string(p: &mut *mut c_char) {
 fn fill_reply(out: &mut McmpReplyC, r: crate::mcmp::Reply) {
     use crate::mcmp::Join;
     out.status = r.status as c_int;
-    out.body_len = r.body.len();
-    out.body = c_string(&r.body);
+    (out.body, out.body_len) = c_string_len(&r.body);
     if let Some(e) = &r.error {
         out.err_type = c_string(e.kind.as_str());
         out.err_mess = c_string(&e.mess);
@@ -428,192 +393,22 @@ impl IntoRawFdForC for std::net::TcpStream {
     }
 }
 
-// ---------------------------------------------------------------------------
-// System calls the standard library does not offer
-// ---------------------------------------------------------------------------
 
-fn cvt(r: c_int) -> io::Result<c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body length C is told is the length of the string it gets, also
+    /// when the body had NULs (they are stripped).
+    #[test]
+    fn reply_length_matches_the_body_it_describes() {
+        let mut out = empty_reply();
+        let r = crate::mcmp::Reply { status: 200, body: "a\0b\0c".into(), error: None, join: crate::mcmp::Join::None };
+        fill_reply(&mut out, r);
+        // SAFETY: body came from CString::into_raw in fill_reply.
+        let body = unsafe { CStr::from_ptr(out.body) }.to_bytes();
+        assert_eq!(body, b"abc");
+        assert_eq!(out.body_len, body.len());
+        prx_mcmp_reply_free(&mut out);
     }
-}
-
-pub const EV_IN: u32 = libc::EPOLLIN as u32;
-pub const EV_RDHUP: u32 = libc::EPOLLRDHUP as u32;
-
-pub struct Epoll {
-    fd: OwnedFd,
-}
-
-impl Epoll {
-    pub fn new() -> io::Result<Epoll> {
-        // SAFETY: epoll_create1 takes no pointers; on success we own the new fd.
-        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
-        Ok(Epoll { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
-    }
-
-    fn ctl(&self, op: c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: ev is a valid epoll_event for the duration of the call.
-        cvt(unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev) }).map(|_| ())
-    }
-
-    pub fn add(&self, fd: &impl AsRawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), events, token)
-    }
-
-    pub fn modify(&self, fd: &impl AsRawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd.as_raw_fd(), events, token)
-    }
-
-    pub fn delete(&self, fd: &impl AsRawFd) {
-        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd.as_raw_fd(), 0, 0);
-    }
-
-    /// Waits for events; returns their (token, events) pairs in `out`.
-    pub fn wait(&self, out: &mut Vec<(u64, u32)>, timeout: Duration) -> io::Result<()> {
-        const MAX: usize = 256;
-        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; MAX];
-        let ms = timeout.as_millis().min(i32::MAX as u128) as c_int;
-        // SAFETY: the kernel writes at most MAX events into the array we own.
-        let n = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), evs.as_mut_ptr(), MAX as c_int, ms) };
-        out.clear();
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
-        }
-        for ev in &evs[..n as usize] {
-            let (token, events) = (ev.u64, ev.events);
-            out.push((token, events));
-        }
-        Ok(())
-    }
-}
-
-/// An eventfd to wake the accept thread.
-pub struct EventFd {
-    fd: OwnedFd,
-}
-
-impl EventFd {
-    pub fn new() -> io::Result<EventFd> {
-        // SAFETY: eventfd takes no pointers; on success we own the new fd.
-        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-        // SAFETY: fd is a fresh descriptor that nothing else owns.
-        Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
-    }
-
-    pub fn signal(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live local.
-        unsafe { libc::write(self.fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
-    }
-
-    pub fn drain(&self) {
-        let mut v: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a live local.
-        unsafe { libc::read(self.fd.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
-    }
-}
-
-impl AsRawFd for EventFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-/// An anonymous shared mapping created in the parent and inherited by every
-/// child through fork: an array of `T` (zeroed memory must be a valid `T`,
-/// as it is for structs of atomics).
-pub struct SharedArray<T: 'static> {
-    ptr: *mut T,
-    len: usize,
-    creator: u32,
-}
-
-// SAFETY: the mapping is only accessed through shared references to atomics.
-unsafe impl<T: Sync> Send for SharedArray<T> {}
-// SAFETY: as above.
-unsafe impl<T: Sync> Sync for SharedArray<T> {}
-
-// SAFETY: Slot is #[repr(C)] and made only of atomics (and arrays of structs of atomics).
-unsafe impl ZeroShareable for crate::stats::Slot {}
-// SAFETY: #[repr(C)], made only of atomics and arrays of atomics.
-unsafe impl ZeroShareable for crate::registry::Slot {}
-// SAFETY: #[repr(C)], two atomics.
-unsafe impl ZeroShareable for crate::registry::Header {}
-
-/// Marker for types whose all-zero bit pattern is a valid value and that are
-/// safe to share between processes (atomics, arrays and structs of them).
-///
-/// # Safety
-/// Implement only for `#[repr(C)]` types made of atomics.
-pub unsafe trait ZeroShareable: Sync {}
-
-impl<T: ZeroShareable> SharedArray<T> {
-    pub fn new(len: usize) -> io::Result<SharedArray<T>> {
-        let bytes = len.max(1) * std::mem::size_of::<T>();
-        // SAFETY: an anonymous mapping; no file, no fixed address.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(SharedArray { ptr: p as *mut T, len, creator: std::process::id() })
-    }
-
-    pub fn get(&self) -> &[T] {
-        // SAFETY: the mapping holds `len` zero-initialised T (valid by ZeroShareable) and lives as long as self.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-}
-
-impl<T> Drop for SharedArray<T> {
-    fn drop(&mut self) {
-        // Only the process that created the mapping releases it: children keep
-        // theirs until they exit, whatever their copy of this value does.
-        if std::process::id() == self.creator {
-            // SAFETY: ptr/len describe the mapping made in new(); no reference outlives self.
-            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len.max(1) * std::mem::size_of::<T>()) };
-        }
-    }
-}
-
-/// Runs `f` (which spawns a thread) with every signal blocked in the calling
-/// thread, so that the new thread starts with them blocked: httpd's signal
-/// handlers (prefork's `just_die` exits the child) must never run on a thread
-/// of ours. The calling thread's mask is restored afterwards.
-pub fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
-    // SAFETY: sigset_t is plain data that sigfillset initialises; pthread_sigmask
-    // only reads `all` and writes `old`, both live locals.
-    unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
-        let r = f();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        r
-    }
-}
-
-/// True while a process with this pid exists.
-pub fn pid_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks for existence.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }

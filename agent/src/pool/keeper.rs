@@ -1,25 +1,17 @@
-//! Pool keeping: per front end, keep `idle` authenticated idle connections
-//! spread over the ports of its range, replace them as they get used or closed,
-//! and back off ports that fail.
+//! The keeper of one front end: which port holds how many idle links and how
+//! many dials, which ports fail and how long they wait (backoff, quick
+//! closes, probing a live range), and which port the next dial goes to.
 
 use std::collections::HashSet;
-use std::fmt;
-use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use reversed_proto::{PingParams, Refusal, Verdict, PONG};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::handshake::{self, HandshakeError};
-use crate::responder;
+use super::link::dial_task;
+use super::{shutdown_begun, Agent, Close, Event, Fail, FrontEnd, Stats};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_START: Duration = Duration::from_millis(50);
 /// Authentication failures back off as if this many more failures had happened (50 ms << 4 = 800 ms).
 const AUTH_BACKOFF_HEAD_START: u32 = 4;
@@ -46,43 +38,6 @@ const AUTH_LOG_EVERY: u32 = 20;
 /// Links found dead (no PING in time) are reported as a warning at most this often per front end.
 const DEAD_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// TCP settings of every link: keepalive probes keep a NAT's or firewall's
-/// state of an idle flow alive, and the user timeout bounds how long written
-/// data may stay unacknowledged before the kernel gives the connection up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TcpOpts {
-    /// (idle time before the first probe, interval between probes, probes); None: off.
-    pub keepalive: Option<(Duration, Duration, u32)>,
-    /// None: the kernel's default.
-    pub user_timeout: Option<Duration>,
-}
-
-impl Default for TcpOpts {
-    fn default() -> Self {
-        TcpOpts {
-            keepalive: Some((Duration::from_secs(60), Duration::from_secs(10), 3)),
-            user_timeout: Some(Duration::from_secs(30)),
-        }
-    }
-}
-
-impl TcpOpts {
-    /// Parses `IDLE,INTERVAL,COUNT` (seconds, seconds, probes) or `off`.
-    pub fn parse_keepalive(s: &str) -> Result<Option<(Duration, Duration, u32)>, String> {
-        if s.eq_ignore_ascii_case("off") {
-            return Ok(None);
-        }
-        let bad = || format!("invalid keepalive {s:?}: expected IDLE,INTERVAL,COUNT in seconds, seconds and probes (e.g. 60,10,3) or off");
-        let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-        let [a, b, c] = parts[..] else { return Err(bad()) };
-        let secs = |x: &str| x.parse::<u64>().ok().filter(|n| (1..=32767).contains(n)).map(Duration::from_secs);
-        match (secs(a), secs(b), c.parse::<u32>().ok().filter(|n| (1..=127).contains(n))) {
-            (Some(i), Some(v), Some(n)) => Ok(Some((i, v, n))),
-            _ => Err(bad()),
-        }
-    }
-}
-
 /// The links of one port, by id: a link leaves exactly once (used or
 /// closed), so the count can neither drift nor go below zero.
 #[derive(Debug, Default)]
@@ -99,184 +54,6 @@ impl Links {
     fn remove(&mut self, id: u64) -> bool {
         self.0.remove(&id)
     }
-}
-
-/// An httpd front end and its port range.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrontEnd {
-    pub host: String,
-    pub first: u16,
-    pub last: u16,
-}
-
-impl FrontEnd {
-    /// Parses `HOST:FIRST-LAST` or `HOST:PORT` (IPv6 hosts in brackets).
-    pub fn parse(s: &str) -> Result<FrontEnd, String> {
-        let bad = |why: &str| {
-            format!("invalid front end {s:?}: {why} (expected HOST:FIRST-LAST or HOST:PORT)")
-        };
-        let (host, ports) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty() || host.contains(['[', ']', ' ', '/']) {
-            return Err(bad("bad host"));
-        }
-        let port = |p: &str| {
-            p.trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|&p| p > 0)
-                .ok_or_else(|| bad("bad port"))
-        };
-        let (first, last) = match ports.split_once('-') {
-            Some((a, b)) => (port(a)?, port(b)?),
-            None => (port(ports)?, port(ports)?),
-        };
-        if first > last {
-            return Err(bad("the first port is above the last"));
-        }
-        Ok(FrontEnd {
-            host: host.to_owned(),
-            first,
-            last,
-        })
-    }
-
-    fn addr(&self, port: u16) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, port)
-        } else {
-            format!("{}:{}", self.host, port)
-        }
-    }
-}
-
-impl fmt::Display for FrontEnd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.first == self.last {
-            write!(f, "{}:{}", h, self.first)
-        } else {
-            write!(f, "{}:{}-{}", h, self.first, self.last)
-        }
-    }
-}
-
-/// What to do with a connection once httpd writes a request into it.
-#[derive(Debug, Clone)]
-pub enum Mode {
-    Splice { backend: String },
-    Respond(responder::Config),
-}
-
-/// Counts connections carrying requests, for graceful shutdown.
-#[derive(Default)]
-pub struct Busy {
-    n: AtomicUsize,
-    zero: Notify,
-}
-
-pub struct BusyGuard(Arc<Busy>);
-
-impl Busy {
-    pub fn enter(self: &Arc<Self>) -> BusyGuard {
-        self.n.fetch_add(1, Ordering::SeqCst);
-        BusyGuard(self.clone())
-    }
-    pub fn count(&self) -> usize {
-        self.n.load(Ordering::SeqCst)
-    }
-    pub async fn wait_zero(&self) {
-        loop {
-            let notified = self.zero.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.count() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl Drop for BusyGuard {
-    fn drop(&mut self) {
-        if self.0.n.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.zero.notify_waiters();
-        }
-    }
-}
-
-/// Everything the dialers share.
-pub struct Agent {
-    pub node: String,
-    /// None: `--no-auth`, the connection is idle right after connect.
-    pub secret: Option<Vec<u8>>,
-    pub mode: Mode,
-    pub max_backoff: Duration,
-    pub busy: Arc<Busy>,
-    pub tcp: TcpOpts,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    pub dials: u64,
-    pub accepted: u64,
-    pub used: u64,
-    /// Idle links that got no PING within the deadline httpd announced.
-    pub dead: u64,
-}
-
-#[derive(Debug)]
-enum Fail {
-    /// Connection refused, timeout, I/O or protocol trouble.
-    Net(String),
-    /// Authentication / identity problem: the message is complete and logged as an error.
-    Auth(String),
-    /// Pool full or shutting down: try other ports.
-    Busy(&'static str),
-    /// Shutdown began while dialing.
-    Cancelled,
-}
-
-enum Event {
-    Dialed {
-        port: u16,
-        id: u64,
-        /// When the dial began: a failure of a dial that was already in
-        /// flight when the port last failed is the same event.
-        started: Instant,
-        result: Result<(), Fail>,
-    },
-    Used {
-        port: u16,
-        id: u64,
-    },
-    Closed {
-        port: u16,
-        id: u64,
-        lived: Duration,
-        why: Close,
-    },
-}
-
-/// Why an idle link ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Close {
-    /// httpd closed it (a child went away, or it retired the link).
-    ByHttpd,
-    /// We did, on shutdown.
-    ByUs,
-    /// No PING arrived within the announced deadline: the path lost it.
-    Dead,
-    /// httpd wrote bytes that are neither a PING nor a request.
-    Garbage,
 }
 
 #[derive(Debug)]
@@ -296,11 +73,6 @@ struct Port {
     quick: u32,
     last_quick: Option<Instant>,
     next_allowed: Instant,
-}
-
-/// Resolves when shutdown begins (or its sender is gone).
-pub async fn shutdown_begun(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|v| *v).await;
 }
 
 /// Small xorshift generator for backoff jitter, seeded from the OS.
@@ -508,7 +280,7 @@ impl Keeper {
         if self.ports.iter().any(|p| p.idle.len() > 0) {
             self.last_live = Some(now);
         }
-        if !self.last_live.is_some_and(|t| now.duration_since(t) < RECENTLY_LIVE) {
+        if self.last_live.is_none_or(|t| now.duration_since(t) >= RECENTLY_LIVE) {
             return None;
         }
         let failing = self.ports.iter().filter(|p| p.streak > 0).count() as u32;
@@ -742,241 +514,14 @@ impl Keeper {
     }
 }
 
-fn classify(e: HandshakeError, addr: &str, node: &str) -> Fail {
-    match e {
-        HandshakeError::Impostor => {
-            Fail::Auth(format!("httpd at {addr} failed to prove the secret for node {node} (wrong secret or impostor)"))
-        }
-        HandshakeError::Rejected(Verdict::BadProof) => {
-            Fail::Auth(format!("httpd at {addr} rejected the proof of node {node}: wrong secret"))
-        }
-        HandshakeError::Refused(Refusal::WrongNode) => Fail::Auth(format!(
-            "httpd at {addr} refused node {node}: this port belongs to another node (wrong --node or port range)"
-        )),
-        HandshakeError::Refused(Refusal::BadHello) => {
-            Fail::Auth(format!("httpd at {addr} refused the hello of node {node} as malformed (version mismatch?)"))
-        }
-        HandshakeError::Refused(Refusal::ShuttingDown) => Fail::Busy(Refusal::ShuttingDown.describe()),
-        HandshakeError::Rejected(v @ (Verdict::PoolFull | Verdict::ShuttingDown)) => Fail::Busy(v.describe()),
-        other => Fail::Net(other.to_string()),
-    }
-}
-
-fn set_sockopts(s: &TcpStream, tcp: &TcpOpts) -> io::Result<()> {
-    s.set_nodelay(true)?;
-    let sock = socket2::SockRef::from(s);
-    if let Some((idle, interval, count)) = tcp.keepalive {
-        let ka = socket2::TcpKeepalive::new().with_time(idle).with_interval(interval).with_retries(count);
-        sock.set_tcp_keepalive(&ka)?;
-    }
-    if let Some(t) = tcp.user_timeout {
-        sock.set_tcp_user_timeout(Some(t))?;
-    }
-    Ok(())
-}
-
-async fn connect(fe: &FrontEnd, agent: &Agent, port: u16) -> Result<(TcpStream, PingParams), Fail> {
-    let addr = fe.addr(port);
-    let mut s = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((fe.host.as_str(), port)),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(Fail::Net(e.to_string())),
-        Err(_) => {
-            return Err(Fail::Net(format!(
-                "connect timed out after {} s",
-                CONNECT_TIMEOUT.as_secs()
-            )))
-        }
-    };
-    if let Err(e) = set_sockopts(&s, &agent.tcp) {
-        debug!("{addr}: cannot set socket options: {e}");
-    }
-    let mut ping = PingParams::OFF;
-    if let Some(secret) = &agent.secret {
-        match tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            handshake::dial(&mut s, agent.node.as_bytes(), secret),
-        )
-        .await
-        {
-            Ok(Ok(p)) => ping = p,
-            Ok(Err(e)) => return Err(classify(e, &addr, &agent.node)),
-            Err(_) => {
-                return Err(Fail::Net(format!(
-                    "handshake timed out after {} s",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                )))
-            }
-        }
-    }
-    Ok((s, ping))
-}
-
-/// How an idle link ended.
-enum IdleEnd {
-    /// httpd wrote the first bytes of a request.
-    Request(Vec<u8>),
-    Closed(Close),
-}
-
-/// Waits on an idle link for the first request bytes, answering httpd's
-/// PINGs; a link that gets no PING within the deadline httpd announced is
-/// dead. No buffer is held while nothing arrives.
-async fn idle_wait(s: &mut TcpStream, ping: PingParams, shutdown: &mut watch::Receiver<bool>) -> IdleEnd {
-    let deadline = ping.dialer_deadline();
-    let mut due = deadline.map(|d| Instant::now() + d);
-    let mut pending: Vec<u8> = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            r = s.readable() => {
-                if r.is_err() {
-                    return IdleEnd::Closed(Close::ByHttpd);
-                }
-                let mut buf = vec![0u8; 16 * 1024];
-                let n = match s.try_read(&mut buf) {
-                    Ok(0) => return IdleEnd::Closed(Close::ByHttpd),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(_) => return IdleEnd::Closed(Close::ByHttpd),
-                };
-                buf.truncate(n);
-                if pending.is_empty() && buf[0] != reversed_proto::FRAME_MARK {
-                    return IdleEnd::Request(buf);
-                }
-                pending.extend_from_slice(&buf);
-                let input = match reversed_proto::scan_idle(&pending) {
-                    Ok(i) => i,
-                    Err(_) => return IdleEnd::Closed(Close::Garbage),
-                };
-                for _ in 0..input.pings {
-                    if s.write_all(&PONG).await.is_err() {
-                        return IdleEnd::Closed(Close::ByHttpd);
-                    }
-                }
-                if input.pings > 0 {
-                    due = deadline.map(|d| Instant::now() + d);
-                }
-                if let Some(at) = input.request_at {
-                    return IdleEnd::Request(pending.split_off(at));
-                }
-                pending = if input.partial { vec![reversed_proto::FRAME_MARK] } else { Vec::new() };
-            }
-            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
-                return IdleEnd::Closed(Close::Dead);
-            }
-            _ = shutdown_begun(shutdown) => return IdleEnd::Closed(Close::ByUs),
-        }
-    }
-}
-
-/// Dials one connection, reports the result, waits idle for a request, then
-/// splices or responds.
-async fn dial_task(
-    fe: Arc<FrontEnd>,
-    agent: Arc<Agent>,
-    port: u16,
-    id: u64,
-    started: Instant,
-    tx: mpsc::UnboundedSender<Event>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let r = tokio::select! {
-        r = connect(&fe, &agent, port) => r,
-        _ = shutdown_begun(&mut shutdown) => Err(Fail::Cancelled),
-    };
-    let (mut s, ping) = match r {
-        Ok(s) => s,
-        Err(f) => {
-            let _ = tx.send(Event::Dialed { port, id, started, result: Err(f) });
-            return;
-        }
-    };
-    let _ = tx.send(Event::Dialed { port, id, started, result: Ok(()) });
-    let since = Instant::now();
-    let first = match idle_wait(&mut s, ping, &mut shutdown).await {
-        IdleEnd::Request(first) => first,
-        IdleEnd::Closed(why) => {
-            let _ = tx.send(Event::Closed { port, id, lived: since.elapsed(), why });
-            return;
-        }
-    };
-    // Busy before the pool learns about it, so that shutdown cannot miss it.
-    let _guard = agent.busy.enter();
-    let _ = tx.send(Event::Used { port, id });
-    match &agent.mode {
-        Mode::Splice { backend } => crate::splice::run(s, first, backend).await,
-        Mode::Respond(cfg) => responder::serve(s, first, cfg, shutdown).await,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handshake::fake_httpd;
-    use std::sync::atomic::AtomicU64;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use crate::pool::testutil::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::net::TcpListener;
-
-    const SECRET: &[u8] = b"0123456789abcdef-pool-secret";
-
-    fn agent(secret: Option<&[u8]>, max_backoff_ms: u64) -> Arc<Agent> {
-        Arc::new(Agent {
-            node: "app1".into(),
-            secret: secret.map(|s| s.to_vec()),
-            mode: Mode::Respond(responder::Config::new(26, false)),
-            max_backoff: Duration::from_millis(max_backoff_ms),
-            busy: Arc::new(Busy::default()),
-            tcp: TcpOpts::default(),
-        })
-    }
-
-    fn one_port(port: u16) -> FrontEnd {
-        FrontEnd { host: "127.0.0.1".into(), first: port, last: port }
-    }
-
-    /// Keeps `fe` for `d`, then shuts the keeper down and returns its counters.
-    async fn keep_for(fe: FrontEnd, idle: usize, agent: Arc<Agent>, d: Duration) -> Stats {
-        let (sd_tx, sd_rx) = watch::channel(false);
-        let keeper = tokio::spawn(run_frontend(fe, idle, agent, sd_rx));
-        tokio::time::sleep(d).await;
-        sd_tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap()
-    }
-
-    #[test]
-    fn parse_front_ends() {
-        assert_eq!(
-            FrontEnd::parse("127.0.0.1:9000-9003").unwrap(),
-            FrontEnd {
-                host: "127.0.0.1".into(),
-                first: 9000,
-                last: 9003
-            }
-        );
-        let f = FrontEnd::parse("web1:8080").unwrap();
-        assert_eq!((f.first, f.last), (8080, 8080));
-        assert_eq!(f.to_string(), "web1:8080");
-        let f = FrontEnd::parse("[::1]:9000-9001").unwrap();
-        assert_eq!(f.host, "::1");
-        assert_eq!(f.to_string(), "[::1]:9000-9001");
-        assert_eq!(f.addr(9001), "[::1]:9001");
-        for bad in [
-            "127.0.0.1",
-            "h:0",
-            "h:9003-9000",
-            ":9000",
-            "h:x",
-            "h:1-2-3",
-            "h:70000",
-        ] {
-            assert!(FrontEnd::parse(bad).is_err(), "{bad}");
-        }
-    }
+    use reversed_proto::Verdict;
+    use crate::handshake::fake_httpd;
 
     #[test]
     fn backoff_grows_and_is_capped() {
@@ -985,129 +530,6 @@ mod tests {
             let d = j.between(Duration::from_millis(500), Duration::from_millis(1000));
             assert!(d >= Duration::from_millis(500) && d <= Duration::from_millis(1000));
         }
-    }
-
-    /// Fake httpd: accepts, handshakes with `secret`, keeps accepted connections
-    /// and hands them to the test.
-    async fn fake_httpd(
-        l: TcpListener,
-        secret: &'static [u8],
-        conns: mpsc::UnboundedSender<TcpStream>,
-        proofs: Arc<AtomicU64>,
-    ) {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            let conns = conns.clone();
-            let proofs = proofs.clone();
-            tokio::spawn(async move {
-                let o = fake_httpd::serve(&mut s, b"app1", secret, None, Verdict::Accepted).await;
-                match o {
-                    Ok(fake_httpd::Outcome::Proof { valid: true }) => {
-                        let _ = conns.send(s);
-                    }
-                    Ok(fake_httpd::Outcome::Proof { valid: false }) => {
-                        proofs.fetch_add(1, Ordering::SeqCst);
-                    }
-                    _ => {}
-                }
-            });
-        }
-    }
-
-    async fn recv(rx: &mut mpsc::UnboundedReceiver<TcpStream>) -> TcpStream {
-        tokio::time::timeout(Duration::from_secs(3), rx.recv())
-            .await
-            .expect("no connection in time")
-            .unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pool_fills_refills_after_use_and_responds() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let (ctx, mut crx) = mpsc::unbounded_channel();
-        tokio::spawn(fake_httpd(l, SECRET, ctx, Arc::new(AtomicU64::new(0))));
-        let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = one_port(port);
-        let keeper = tokio::spawn(run_frontend(fe, 2, agent(Some(SECRET), 1000), sd_rx));
-
-        let mut c1 = recv(&mut crx).await;
-        let _c2 = recv(&mut crx).await;
-        // No third connection while both are idle.
-        assert!(tokio::time::timeout(Duration::from_millis(200), crx.recv())
-            .await
-            .is_err());
-
-        // httpd writes a request into an idle connection: a replacement gets dialled
-        // and the responder answers, keeping the connection alive.
-        c1.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
-        let _c3 = recv(&mut crx).await;
-        let mut buf = Vec::new();
-        while !buf.ends_with(b"abcdefghijklmnopqrstuvwxyz") {
-            let mut t = [0u8; 1024];
-            let n = tokio::time::timeout(Duration::from_secs(3), c1.read(&mut t))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0);
-            buf.extend_from_slice(&t[..n]);
-        }
-        let head = String::from_utf8_lossy(&buf);
-        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(head.contains("X-Responder: http"));
-        // Keep-alive: a second request on the same connection.
-        c1.write_all(b"GET /status/404 HTTP/1.1\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), c1.read_to_end(&mut rest))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 404 Not Found\r\n"));
-
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(stats.accepted, 3);
-        assert_eq!(stats.used, 1);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn idle_connections_close_on_shutdown_and_are_replaced_on_eof() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let (ctx, mut crx) = mpsc::unbounded_channel();
-        tokio::spawn(fake_httpd(l, SECRET, ctx, Arc::new(AtomicU64::new(0))));
-        let (sd_tx, sd_rx) = watch::channel(false);
-        let fe = one_port(port);
-        let keeper = tokio::spawn(run_frontend(fe, 1, agent(Some(SECRET), 1000), sd_rx));
-        let c1 = recv(&mut crx).await;
-        // httpd child exits: the agent redials (paced: the close came quickly, so after a backoff).
-        drop(c1);
-        let mut c2 = recv(&mut crx).await;
-        // (let the agent read the verdict byte first: a dial cancelled mid-handshake resets)
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        sd_tx.send(true).unwrap();
-        let mut t = [0u8; 1];
-        let r = tokio::time::timeout(Duration::from_secs(3), c2.read(&mut t))
-            .await
-            .unwrap();
-        assert!(
-            matches!(r, Ok(0)),
-            "idle connection closed on shutdown: {r:?}"
-        );
-        tokio::time::timeout(Duration::from_secs(3), keeper)
-            .await
-            .unwrap()
-            .unwrap();
     }
 
     #[tokio::test]
@@ -1136,72 +558,6 @@ mod tests {
         assert_eq!(k.ports[0].dialing, 0);
     }
 
-    /// A fake httpd that announces `ping` and hands each authenticated link out.
-    async fn pinging_httpd(l: TcpListener, ping: PingParams, conns: mpsc::UnboundedSender<TcpStream>) {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
-            let conns = conns.clone();
-            tokio::spawn(async move {
-                let o = fake_httpd::serve_with(&mut s, b"app1", SECRET, None, Verdict::Accepted, ping).await;
-                if let Ok(fake_httpd::Outcome::Proof { valid: true }) = o {
-                    let _ = conns.send(s);
-                }
-            });
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pings_are_answered_and_a_link_without_pings_is_replaced() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        let ping = PingParams { interval_ms: 300, timeout_ms: 100 };
-        let (ctx, mut crx) = mpsc::unbounded_channel();
-        tokio::spawn(pinging_httpd(l, ping, ctx));
-        let (sd_tx, sd_rx) = watch::channel(false);
-        let keeper = tokio::spawn(run_frontend(one_port(port), 1, agent(Some(SECRET), 1000), sd_rx));
-        let mut c1 = recv(&mut crx).await;
-        // Three pings, each answered at once with exactly one pong; the link stays.
-        let mut last_ping = Instant::now();
-        for _ in 0..3 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            last_ping = Instant::now();
-            c1.write_all(&reversed_proto::PING).await.unwrap();
-            let mut b = [0u8; 2];
-            tokio::time::timeout(Duration::from_secs(1), c1.read_exact(&mut b)).await.unwrap().unwrap();
-            assert_eq!(b, PONG);
-        }
-        assert!(tokio::time::timeout(Duration::from_millis(150), recv(&mut crx)).await.is_err(), "a replacement was dialled while pings ran");
-        // httpd stops pinging (the path lost the link): the agent closes it
-        // after interval + timeout (400 ms) and dials a replacement at once.
-        let mut c2 = tokio::time::timeout(Duration::from_secs(2), crx.recv()).await.unwrap().unwrap();
-        let waited = last_ping.elapsed();
-        assert!(waited >= Duration::from_millis(380) && waited < Duration::from_millis(1200), "replacement {waited:?} after the last ping");
-        let mut b = [0u8; 1];
-        let r = tokio::time::timeout(Duration::from_secs(1), c1.read(&mut b)).await.unwrap();
-        assert!(matches!(r, Ok(0)), "the dead link was not closed: {r:?}");
-        // A frame mark followed by garbage closes the link, and it is replaced too.
-        c2.write_all(&[0xFF, 0x07]).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(1), c2.read(&mut b)).await.unwrap();
-        assert!(matches!(r, Ok(0)), "a link with a bad frame stayed open: {r:?}");
-        let mut c3 = recv(&mut crx).await;
-        // PINGs and then a request in one write: one pong, then the responder answers.
-        let mut w = reversed_proto::PING.to_vec();
-        w.extend_from_slice(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
-        c3.write_all(&w).await.unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
-            let n = tokio::time::timeout(Duration::from_secs(2), c3.read(&mut buf)).await.unwrap().unwrap();
-            assert!(n > 0);
-            got.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(&got[..2], &PONG, "no pong before the response: {:?}", String::from_utf8_lossy(&got));
-        assert!(String::from_utf8_lossy(&got[2..]).starts_with("HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got));
-        sd_tx.send(true).unwrap();
-        let st = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
-        assert!(st.dead >= 1, "{st:?}");
-    }
-
     /// The burst of issue 9: the agent started before httpd's children had
     /// bound, all the dials it had in flight to one port were refused at
     /// once, and each counted as one more failure: the port's backoff jumped
@@ -1226,18 +582,6 @@ mod tests {
         drop(c);
         sd_tx.send(true).unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(3), keeper).await;
-    }
-
-    #[test]
-    fn keepalive_flag_parses() {
-        assert_eq!(
-            TcpOpts::parse_keepalive("60,10,3").unwrap(),
-            Some((Duration::from_secs(60), Duration::from_secs(10), 3))
-        );
-        assert_eq!(TcpOpts::parse_keepalive("off").unwrap(), None);
-        for bad in ["60,10", "0,10,3", "60,10,0", "a,b,c", "60,10,3,1"] {
-            assert!(TcpOpts::parse_keepalive(bad).unwrap_err().contains("IDLE,INTERVAL,COUNT"), "{bad}");
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1408,5 +752,4 @@ mod tests {
         sd_tx.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
     }
-
 }
