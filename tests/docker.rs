@@ -127,11 +127,11 @@ fn agent_started_at(t: &Topo, short: &str) -> Option<f64> {
     t.logs(short)
         .lines()
         .filter_map(|l| l.split("reversed-agent starts at ").nth(1))
-        .last()
+        .next_back()
         .and_then(|s| s.trim().parse().ok())
 }
 
-fn pct(v: &mut Vec<Duration>, p: f64) -> Duration {
+fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     if v.is_empty() {
         return Duration::ZERO;
