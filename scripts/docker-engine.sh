@@ -69,7 +69,7 @@ start() {
     sleep 0.2
   done
   kill "$pid" 2>/dev/null || true
-  echo "docker-engine: dockerd did not start within 30 s; the end of $LOG:" >&2
+  echo "docker-engine: dockerd exited or did not answer within 30 s; the end of $LOG:" >&2
   tail -n 25 "$LOG" >&2 || true
   cleanup_run
   exit 3
