@@ -9,6 +9,10 @@
 #   make tomcat-connector-test  its JUnit 4 tests (part of `make test`)
 #   make soak       resilience/security scenarios at full scale, with a table of figures
 #   make fuzz       libFuzzer targets (cargo fuzz), FUZZ_RUNS executions each
+#   make docker-images     container images (no registry: debootstrap + docker import)
+#   make docker-demo       compose demo: 2 httpd, 2 Tomcat backends, a one-way firewall
+#   make docker-demo-stop  remove the demo
+#   make test-docker       the Docker scenarios alone (tests/docker.rs)
 
 CARGO      ?= cargo
 APXS       ?= apxs
@@ -19,7 +23,9 @@ RELEASE    := target/release
 MODULE_SO  := $(RELEASE)/libmod_proxy_reversed.so
 AGENT_BIN  := $(RELEASE)/reversed-agent
 
-.PHONY: all build install test soak fuzz demo demo-stop bench clean tomcat-connector tomcat-connector-test
+.PHONY: all build install test soak fuzz demo demo-stop bench clean \
+        docker-deps docker-images docker-demo docker-demo-stop test-docker \
+        tomcat-connector tomcat-connector-test
 
 all: build
 
@@ -71,6 +77,7 @@ tomcat-connector-test: $(TC_JAR)
 
 test: tomcat-connector-test
 	$(CARGO) build --workspace
+	$(CARGO) build --release --workspace
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 
 # The scenarios of tests/{resilience,hostile,many_to_many,netns}.rs at full
@@ -112,6 +119,28 @@ demo: deps
 
 demo-stop:
 	scripts/demo.sh stop
+
+# Docker (see the README's Docker section). The images hold the release build;
+# scripts/docker-engine.sh runs a private dockerd when no engine answers.
+docker-deps: deps
+	scripts/docker-deps.sh
+
+docker-images: docker-deps
+	$(MAKE) build
+	scripts/docker-engine.sh run scripts/docker-images.sh
+
+docker-demo: docker-deps
+	$(MAKE) build
+	scripts/docker-demo.sh start
+
+docker-demo-stop:
+	scripts/docker-demo.sh stop
+
+DOCKER_FIGURES ?= $(CURDIR)/target/docker-figures.txt
+test-docker: build
+	@rm -f "$(DOCKER_FIGURES)"
+	MPR_FIGURES="$(DOCKER_FIGURES)" $(CARGO) test --test docker -- --test-threads=1; st=$$?; \
+	  echo; echo "=== docker figures ==="; cat "$(DOCKER_FIGURES)" 2>/dev/null; exit $$st
 
 bench: build
 	bench/run.sh
