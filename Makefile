@@ -5,8 +5,14 @@
 #   make demo       build, install, start httpd + module + agent on loopback, print a curl line
 #   make demo-stop  stop the demo
 #   make bench      benchmarks (not part of the tests; see bench/)
+#   make tomcat-connector       the in-Tomcat reversed connector jar (javac, Debian's Tomcat 10.1 jars)
+#   make tomcat-connector-test  its JUnit 4 tests (part of `make test`)
 #   make soak       resilience/security scenarios at full scale, with a table of figures
 #   make fuzz       libFuzzer targets (cargo fuzz), FUZZ_RUNS executions each
+#   make docker-images     container images (no registry: debootstrap + docker import)
+#   make docker-demo       compose demo: 2 httpd, 2 Tomcat backends, a one-way firewall
+#   make docker-demo-stop  remove the demo
+#   make test-docker       the Docker scenarios alone (tests/docker.rs)
 
 CARGO      ?= cargo
 APXS       ?= apxs
@@ -17,19 +23,61 @@ RELEASE    := target/release
 MODULE_SO  := $(RELEASE)/libmod_proxy_reversed.so
 AGENT_BIN  := $(RELEASE)/reversed-agent
 
-.PHONY: all build install test soak fuzz demo demo-stop bench clean
+.PHONY: all build install test soak fuzz demo demo-stop bench clean \
+        docker-deps docker-images docker-demo docker-demo-stop test-docker \
+        tomcat-connector tomcat-connector-test
 
 all: build
 
-build:
+build: tomcat-connector
 	$(CARGO) build --release --workspace
 
 install: build
 	MODDIR="$(MODDIR)" CONFDIR="$(CONFDIR)" PREFIX="$(PREFIX)" APXS="$(APXS)" \
 	  apxs/install.sh "$(MODULE_SO)" "$(AGENT_BIN)"
+	@if [ -d "$(dir $(TOMCAT_LIB))" ]; then \
+	  install -d "$(TOMCAT_LIB)" && install -m 0644 "$(TC_JAR)" "$(TOMCAT_LIB)/$(notdir $(TC_JAR))" && \
+	  echo "installed $(TOMCAT_LIB)/$(notdir $(TC_JAR)) (Tomcat's common class loader)"; \
+	else \
+	  echo "Tomcat is not installed here ($(dir $(TOMCAT_LIB)) missing): copy $(TC_JAR) into \$$CATALINA_HOME/lib or \$$CATALINA_BASE/lib"; \
+	fi
 
-test:
+# --- The in-Tomcat connector (tomcat-connector/): plain javac against Debian's
+# Tomcat 10.1 jars, no other Java dependency. `cargo build` does not need Java.
+JAVAC      ?= javac
+JAVA       ?= java
+JAVA_LIB   ?= /usr/share/java
+# Tomcat's common class loader reads $${catalina.home}/lib (and $${catalina.base}/lib).
+TOMCAT_LIB ?= /usr/share/tomcat10/lib
+TC_OUT     := target/tomcat-connector
+TC_JAR     := $(TC_OUT)/mod_proxy_reversed-tomcat.jar
+TC_SRC     := $(shell find tomcat-connector/src/main/java -name '*.java' 2>/dev/null)
+TC_TEST_SRC := $(shell find tomcat-connector/src/test/java -name '*.java' 2>/dev/null)
+TC_CP      := $(JAVA_LIB)/tomcat10-coyote.jar:$(JAVA_LIB)/tomcat10-util.jar:$(JAVA_LIB)/tomcat10-juli.jar
+# Embedded Tomcat for the tests (the nine jars it needs) and JUnit 4 (Debian's junit4).
+TC_TEST_CP := $(TC_CP):$(JAVA_LIB)/tomcat10-catalina.jar:$(JAVA_LIB)/tomcat10-util-scan.jar:$(JAVA_LIB)/tomcat10-api.jar:$(JAVA_LIB)/tomcat10-servlet-api.jar:$(JAVA_LIB)/tomcat10-jaspic-api.jar:$(JAVA_LIB)/tomcat10-annotations-api.jar:$(JAVA_LIB)/junit4.jar:$(JAVA_LIB)/hamcrest.jar
+
+tomcat-connector: $(TC_JAR)
+
+$(TC_JAR): $(TC_SRC)
+	@command -v $(JAVAC) >/dev/null 2>&1 || { echo "javac not found: install default-jdk-headless (and tomcat10) to build the Tomcat connector"; exit 1; }
+	@test -f $(JAVA_LIB)/tomcat10-coyote.jar || { echo "$(JAVA_LIB)/tomcat10-coyote.jar not found: install tomcat10 (libtomcat10-java)"; exit 1; }
+	rm -rf $(TC_OUT)/classes && mkdir -p $(TC_OUT)/classes
+	$(JAVAC) --release 11 -nowarn -d $(TC_OUT)/classes -cp $(TC_CP) $(TC_SRC) 2>&1 | grep -v 'aQute.bnd.annotation' || true
+	@test -f $(TC_OUT)/classes/org/proxyreversed/tomcat/ReversedEndpoint.class || { echo "javac failed"; exit 1; }
+	jar --create --file $@ -C $(TC_OUT)/classes .
+
+tomcat-connector-test: $(TC_JAR)
+	@test -f $(JAVA_LIB)/junit4.jar || { echo "$(JAVA_LIB)/junit4.jar not found: install junit4"; exit 1; }
+	rm -rf $(TC_OUT)/test-classes && mkdir -p $(TC_OUT)/test-classes
+	$(JAVAC) --release 11 -nowarn -d $(TC_OUT)/test-classes -cp $(TC_JAR):$(TC_TEST_CP) $(TC_TEST_SRC) 2>&1 | grep -v 'aQute.bnd.annotation' || true
+	cd $(CURDIR) && $(JAVA) -Djava.util.logging.config.file=tomcat-connector/src/test/logging.properties \
+	  -cp $(TC_OUT)/test-classes:$(TC_JAR):$(TC_TEST_CP) org.junit.runner.JUnitCore \
+	  $$(cd $(TC_OUT)/test-classes && find . -name '*Test.class' | sed 's|^\./||; s|\.class$$||; s|/|.|g' | sort)
+
+test: tomcat-connector-test
 	$(CARGO) build --workspace
+	$(CARGO) build --release --workspace
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
 
 # The scenarios of tests/{resilience,hostile,many_to_many,netns}.rs at full
@@ -71,6 +119,28 @@ demo: deps
 
 demo-stop:
 	scripts/demo.sh stop
+
+# Docker (see the README's Docker section). The images hold the release build;
+# scripts/docker-engine.sh runs a private dockerd when no engine answers.
+docker-deps: deps
+	scripts/docker-deps.sh
+
+docker-images: docker-deps
+	$(MAKE) build
+	scripts/docker-engine.sh run scripts/docker-images.sh
+
+docker-demo: docker-deps
+	$(MAKE) build
+	scripts/docker-demo.sh start
+
+docker-demo-stop:
+	scripts/docker-demo.sh stop
+
+DOCKER_FIGURES ?= $(CURDIR)/target/docker-figures.txt
+test-docker: build
+	@rm -f "$(DOCKER_FIGURES)"
+	MPR_FIGURES="$(DOCKER_FIGURES)" $(CARGO) test --test docker -- --test-threads=1; st=$$?; \
+	  echo; echo "=== docker figures ==="; cat "$(DOCKER_FIGURES)" 2>/dev/null; exit $$st
 
 bench: build
 	bench/run.sh

@@ -65,6 +65,19 @@ def targets(tp, sc):
                     min(v) >= 0.95))
     else:
         out.append(("Tomcat: reversed via agent bridge / forward direct req/s ≥ 0.95", "not measured", None))
+    for group, label in [("tcajp", "AJP"), ("tchttp", "HTTP/1.1")]:
+        rs = [r for r in combos(group) if r["ratios"].get("rps_rev_fwd") is not None]
+        if not rs:
+            out.append((f"Tomcat {label}: in-Tomcat reversed connector / forward req/s ≥ 1.00, p99 ≤ 1.00", "not measured", None))
+            continue
+        v = [r["ratios"]["rps_rev_fwd"] for r in rs]
+        out.append((f"Tomcat {label}: in-Tomcat reversed connector / forward direct req/s ≥ 1.00",
+                    ", ".join(f"{r['size']}/c{r['conns']}: {r['ratios']['rps_rev_fwd']:.3f}" for r in rs),
+                    min(v) >= 1.0))
+        v = [r["ratios"]["p99_rev_fwd"] for r in rs if r["ratios"].get("p99_rev_fwd") is not None]
+        out.append((f"Tomcat {label}: in-Tomcat reversed connector / forward p99 latency ≤ 1.00",
+                    ", ".join(f"{r['size']}/c{r['conns']}: {f(r['ratios']['p99_rev_fwd'], 3)}" for r in rs),
+                    bool(v) and max(v) <= 1.0))
     for group, label in [("ajp", "AJP"), ("http", "HTTP")]:
         parts, vals = [], []
         for r in combos(group):
@@ -113,14 +126,15 @@ def md_throughput(tp):
              "CPU is % of one core during the run (httpd: parent + children; agent: the responder "
              "or bridge process serving that variant; Tomcat in the backend column).")
     L.append("")
-    names = {"ajp": "AJP, agent responder", "http": "HTTP, agent responder", "tomcat": "AJP, Tomcat connector"}
+    names = {"ajp": "AJP, agent responder", "http": "HTTP, agent responder", "tomcat": "AJP, Tomcat connector via agent bridge",
+             "tcajp": "AJP, in-Tomcat reversed connector", "tchttp": "HTTP/1.1, in-Tomcat reversed connector"}
     L.append("| path | body | conns | forward req/s | reversed req/s | **rev/fwd** | fwd p50 / p99 ms | rev p50 / p99 ms "
              "| **p99 rev/fwd** | static req/s | rev/static | CPU httpd fwd / rev | CPU agent fwd / rev | CPU Tomcat fwd / rev | errors |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in tp["results"]:
         m = r["medians"]
         fw, rv = m.get("forward", {}), m.get("reversed", {})
-        st = static_for(tp, r["size"], r["conns"]) if r["group"] != "tomcat" else None
+        st = static_for(tp, r["size"], r["conns"]) if r["group"] in ("ajp", "http") else None
         rs = (rv.get("rps") / st["rps"]) if (st and rv.get("rps") and st.get("rps")) else None
         errs = sum(v.get("errors", 0) for v in m.values())
         L.append(
@@ -238,19 +252,28 @@ METHOD = """## Method
 def main():
     tp, sc, lv = load("throughput.json"), load("scale.json"), load("liveness.json")
     cg = load("callgrind.json")
+    ti = load("tomcat_idle.json")
     tg = targets(tp, sc)
     if cg:
         tg.append(("a non-reversed ProxyPass beside reversed nodes: the module's cost unmeasurable (callgrind)",
                    f"{cg['difference_ir_per_request']:+,.0f} instructions per request "
                    f"({100 * cg['difference_share']:+.2f} %), {cg['module_own_ir_per_request']:,.0f} in the module's code",
                    abs(cg["difference_share"]) < 0.005))
+    if ti and ti.get("many"):
+        few, many = ti["few"], ti["many"]
+        tg.append((f"in-Tomcat connector: Tomcat threads independent of idle links (2 front ends x {few['links_per_front_end']} "
+                   f"vs x {many['links_per_front_end']})",
+                   f"{few.get('threads')} vs {many.get('threads')} threads", abs(ti.get("thread_difference", 99)) <= 2))
+        b = ti.get("rss_bytes_per_idle_link")
+        tg.append(("in-Tomcat connector: resident memory per idle link reported (≤ 16 KiB)",
+                   f"{b:,} B" if b is not None else "–", b is not None and b <= 16384))
     if lv and lv.get("summary"):
         sm = lv["summary"]
         dh = sm["httpd_cpu_pct_of_core"]["ping_on"] - sm["httpd_cpu_pct_of_core"]["ping_off"]
         da = sm["agent_cpu_pct_of_core"]["ping_on"] - sm["agent_cpu_pct_of_core"]["ping_off"]
         tg.append((f"liveness with {lv['idle_links']:,} idle links: CPU cost of pings < 1 % of a core each",
                    f"httpd +{dh:.2f} %, agent +{da:.2f} % of a core", dh < 1 and da < 1))
-    doc = {"throughput": tp, "scale": sc, "liveness": lv, "callgrind": cg,
+    doc = {"throughput": tp, "scale": sc, "liveness": lv, "callgrind": cg, "tomcat_idle": ti,
            "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in tg]}
     C.save_json("latest.json", doc)
     L = ["# mod_proxy_reversed benchmarks: latest run", ""]
@@ -294,7 +317,19 @@ def main():
         L.append("")
         L += md_liveness(lv)
         L.append("")
-    notes = (tp or {}).get("notes", []) + (sc or {}).get("notes", [])
+    if ti and ti.get("many"):
+        L.append("## Idle links held by the in-Tomcat connector")
+        L.append("")
+        L.append("| idle links (2 front ends) | start to full pools | Tomcat threads | Tomcat RSS | descriptors | served after |")
+        L.append("|---|---|---|---|---|---|")
+        for r in (ti["few"], ti["many"]):
+            L.append(f"| {r['links_total']:,} | {r['start_to_full_s']:.2f} s (includes the JVM start) | {r.get('threads')} "
+                     f"| {r.get('rss_kib', 0) / 1024:.0f} MiB | {r.get('fds')} | {r.get('served')} |")
+        L.append("")
+        L.append(f"Resident memory per extra idle link: {ti.get('rss_bytes_per_idle_link')} B "
+                 f"(heap {ti['settings'].get('heap')}; `bench/tomcat_idle.py`).")
+        L.append("")
+    notes = (tp or {}).get("notes", []) + (sc or {}).get("notes", []) + (ti or {}).get("notes", [])
     if notes:
         L.append("## Notes")
         L.append("")

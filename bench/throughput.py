@@ -10,6 +10,11 @@ path, so that A and B alternate without restarts:
   http    the same with mod_proxy_http
   tomcat  forward  httpd -> mod_proxy_ajp -> Tomcat's AJP connector
           reversed httpd -> reversed AJP worker -> agent bridge (splice) -> the same connector
+  tcajp   forward  httpd -> mod_proxy_ajp -> Tomcat's AJP connector (as above)
+          reversed httpd -> reversed AJP worker -> the in-Tomcat connector (ReversedAjpProtocol,
+                   tomcat-connector/) of the same Tomcat process, which dialled httpd itself
+  tchttp  forward  httpd -> mod_proxy_http -> Tomcat's HTTP/1.1 connector
+          reversed httpd -> reversed HTTP worker -> ReversedHttp11Protocol in the same Tomcat
 
 For every (group, size, connections) combination: a warm-up of each variant,
 then BENCH_PAIRS rounds of A B (ajp: A B S) wrk runs of BENCH_DURATION
@@ -34,7 +39,7 @@ WRK_THREADS = int(os.environ.get("BENCH_WRK_THREADS", "2"))
 ALL_SIZES = {"1k": 1024, "64k": 65536}
 SIZES = {k: v for k, v in ALL_SIZES.items() if k in os.environ.get("BENCH_SIZES", "1k,64k").split(",")}
 CONNS = [int(x) for x in os.environ.get("BENCH_CONNS", "32,256").split(",")]
-GROUPS = os.environ.get("BENCH_GROUPS", "ajp,http,tomcat").split(",")
+GROUPS = os.environ.get("BENCH_GROUPS", "ajp,http,tomcat,tcajp,tchttp").split(",")
 # The forward responder: the agent's built-in responder listening on loopback.
 # {agent} {addr} {size} are substituted.
 FWD_RESPONDER = os.environ.get(
@@ -43,6 +48,11 @@ FWD_RESPONDER = os.environ.get(
 PORT = 31080
 FWD_PORT = {"1k": 31001, "64k": 31002}
 TC_PORT = 31009
+TC_HTTP_PORT = 31010
+# The in-Tomcat connector's jar (`make tomcat-connector`, part of `make build`).
+TC_JAR = os.path.join(os.path.dirname(C.HERE), "target/tomcat-connector/mod_proxy_reversed-tomcat.jar")
+# Idle links the in-Tomcat connectors keep per front end (as the agent's --idle).
+TC_IDLE = 64
 CHILDREN, THREADS = 2, 160
 AGENT_IDLE = 64
 # Per child: the agent's --idle is per front end, so a cap per child keeps every child supplied.
@@ -54,7 +64,12 @@ NODES = {
     "rev-http-1k": ("http", "127.0.0.23:1", 31120),
     "rev-http-64k": ("http", "127.0.0.24:1", 31130),
     "rev-tc": ("ajp", "127.0.0.25:1", 31140),
+    # Dialled by Tomcat itself (no agent).
+    "rev-tcin-ajp": ("ajp", "127.0.0.26:1", 31150),
+    "rev-tcin-http": ("http", "127.0.0.27:1", 31160),
 }
+IN_TOMCAT = {"rev-tcin-ajp": "org.proxyreversed.tomcat.ReversedAjpProtocol",
+             "rev-tcin-http": "org.proxyreversed.tomcat.ReversedHttp11Protocol"}
 
 
 def httpd_conf(rundir):
@@ -64,8 +79,10 @@ def httpd_conf(rundir):
         c += f'ProxyPass "/fwd-ajp-{s}/" "ajp://127.0.0.1:{p}/"\n'
         c += f'ProxyPass "/fwd-http-{s}/" "http://127.0.0.1:{p}/"\n'
     c += f'ProxyPass "/tc-fwd/" "ajp://127.0.0.1:{TC_PORT}/"\n'
+    c += f'ProxyPass "/tc-fwd-http/" "http://127.0.0.1:{TC_HTTP_PORT}/"\n'
     paths = {"rev-ajp-1k": "/rev-ajp-1k/", "rev-ajp-64k": "/rev-ajp-64k/",
-             "rev-http-1k": "/rev-http-1k/", "rev-http-64k": "/rev-http-64k/", "rev-tc": "/tc-rev/"}
+             "rev-http-1k": "/rev-http-1k/", "rev-http-64k": "/rev-http-64k/", "rev-tc": "/tc-rev/",
+             "rev-tcin-ajp": "/tc-in-ajp/", "rev-tcin-http": "/tc-in-http/"}
     for n, (scheme, sent, first) in NODES.items():
         c += f'ProxyPass "{paths[n]}" "{scheme}://{sent}/"\n'
         c += (f'ProxyReversed {n} "{scheme}://{sent}/" 127.0.0.1:{first}-{first + 3} '
@@ -77,15 +94,29 @@ def tomcat_start(rundir):
     if not os.path.exists(os.path.join(TOMCAT_HOME_BIN, "catalina.sh")) or not shutil.which("java"):
         return None, "Tomcat 10 not installed (apt-get install tomcat10)"
     base = os.path.join(rundir, "tomcat")
-    for sub in ["conf", "logs", "temp", "work", "webapps/ROOT"]:
+    for sub in ["conf", "logs", "temp", "work", "lib", "webapps/ROOT"]:
         os.makedirs(os.path.join(base, sub), exist_ok=True)
+    # The same Tomcat process serves the forward connectors and the in-Tomcat
+    # reversed ones (same threads settings, same webapp).
+    extra = ""
+    if os.path.exists(TC_JAR):
+        shutil.copy(TC_JAR, os.path.join(base, "lib"))
+        for n, proto in IN_TOMCAT.items():
+            first = NODES[n][2]
+            extra += f"""    <Connector protocol="{proto}" node="{n}" secretFile="{rundir}/{n}.secret"
+               address="127.0.0.1" port="{first}" ports="4" idleConnections="{TC_IDLE}"
+               maxThreads="300" maxConnections="2000"{' secretRequired="false"' if 'Ajp' in proto else ''} />
+"""
     with open(os.path.join(base, "conf/server.xml"), "w") as f:
         f.write(f"""<?xml version="1.0" encoding="UTF-8"?>
 <Server port="-1" shutdown="SHUTDOWN">
   <Service name="Catalina">
     <Connector protocol="AJP/1.3" address="127.0.0.1" port="{TC_PORT}"
                secretRequired="false" maxThreads="300" maxConnections="2000" connectionTimeout="60000" />
-    <Engine name="Catalina" defaultHost="localhost">
+    <Connector protocol="HTTP/1.1" address="127.0.0.1" port="{TC_HTTP_PORT}"
+               maxThreads="300" maxConnections="2000" connectionTimeout="60000"
+               keepAliveTimeout="-1" maxKeepAliveRequests="-1" />
+{extra}    <Engine name="Catalina" defaultHost="localhost">
       <Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false" />
     </Engine>
   </Service>
@@ -250,7 +281,7 @@ def main():
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} is missing (apt-get install {tool})")
     rundir = C.make_rundir("bench")
-    ports = [PORT, TC_PORT] + list(FWD_PORT.values()) + [f + i for _, _, f in NODES.values() for i in range(4)]
+    ports = [PORT, TC_PORT, TC_HTTP_PORT] + list(FWD_PORT.values()) + [f + i for _, _, f in NODES.values() for i in range(4)]
     C.require_free(ports)
     os.makedirs(os.path.join(rundir, "htdocs/static"))
     for s, n in ALL_SIZES.items():
@@ -281,7 +312,7 @@ def main():
 
     # Tomcat
     tomcat = None
-    if "tomcat" in GROUPS:
+    if any(g in GROUPS for g in ("tomcat", "tcajp", "tchttp")):
         tomcat, why = tomcat_start(rundir)
         if why:
             notes.append(f"tomcat cases skipped: {why}")
@@ -290,9 +321,14 @@ def main():
 
     # Reversed agents
     agents = {}
+    in_tomcat = [n for n in IN_TOMCAT if tomcat is not None and os.path.exists(TC_JAR)]
+    if tomcat is not None and not os.path.exists(TC_JAR):
+        notes.append(f"in-Tomcat connector cases skipped: {TC_JAR} missing (make tomcat-connector)")
     for n in NODES:
+        if n in IN_TOMCAT:
+            continue
         if n == "rev-tc":
-            if tomcat is None:
+            if tomcat is None or "tomcat" not in GROUPS:
                 continue
             mode = ["--backend", f"127.0.0.1:{TC_PORT}"]
         else:
@@ -306,7 +342,7 @@ def main():
         st = h.status()
         return st and len(st.get("children", [])) == CHILDREN and all(
             len(C.node_entries(st, n)) == CHILDREN and all(e["idle"] >= MAXIDLE for _, e in C.node_entries(st, n))
-            for n in agents)
+            for n in list(agents) + in_tomcat)
     if not C.wait_until(all_idle, 20, 0.1):
         notes.append(f"not every child reached {MAXIDLE} idle connections for every node within 20 s: {h.status()}")
 
@@ -326,6 +362,12 @@ def main():
                 elif g == "tomcat" and tomcat is not None:
                     cases.append(Case("forward", f"{base}/tc-fwd/{s}.bin", backend=tomcat))
                     cases.append(Case("reversed", f"{base}/tc-rev/{s}.bin", agent=agents["rev-tc"], backend=tomcat))
+                elif g == "tcajp" and "rev-tcin-ajp" in in_tomcat:
+                    cases.append(Case("forward", f"{base}/tc-fwd/{s}.bin", backend=tomcat))
+                    cases.append(Case("reversed", f"{base}/tc-in-ajp/{s}.bin", backend=tomcat))
+                elif g == "tchttp" and "rev-tcin-http" in in_tomcat:
+                    cases.append(Case("forward", f"{base}/tc-fwd-http/{s}.bin", backend=tomcat))
+                    cases.append(Case("reversed", f"{base}/tc-in-http/{s}.bin", backend=tomcat))
                 if cases:
                     plan.append((g, s, c, cases))
     nruns = sum(len(cs) for _, _, _, cs in plan) * PAIRS
@@ -341,7 +383,7 @@ def main():
             C.log(notes[-1])
             continue
         warm = WARMUP
-        if g == "tomcat" and not tomcat_warm:
+        if g in ("tomcat", "tcajp", "tchttp") and not tomcat_warm:
             warm, tomcat_warm = max(WARMUP, 5.0), True  # JIT
         for cs in cases:
             wrk(cs.url, c, warm)
@@ -381,7 +423,7 @@ def doc(results, notes, h):
         "machine": machine(),
         "settings": {"duration_s": DURATION, "pairs": PAIRS, "warmup_s": WARMUP, "wrk_threads": WRK_THREADS,
                      "httpd": f"event MPM, {CHILDREN} children x {THREADS} threads, KeepAlive unlimited",
-                     "agent_idle": AGENT_IDLE, "fwd_responder": FWD_RESPONDER},
+                     "agent_idle": AGENT_IDLE, "tomcat_idle": TC_IDLE, "fwd_responder": FWD_RESPONDER},
         "notes": notes,
         "results": results,
     }

@@ -9,6 +9,9 @@ command -v apache2 >/dev/null 2>&1 || need="$need apache2"
 command -v curl >/dev/null 2>&1 || need="$need curl"
 command -v cc >/dev/null 2>&1 || need="$need build-essential"
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1 || need="$need libclang-dev"
+# `make` also builds the in-Tomcat connector's jar: javac and Tomcat's jars.
+command -v javac >/dev/null 2>&1 || need="$need default-jdk-headless"
+[ -f /usr/share/java/tomcat10-coyote.jar ] || need="$need libtomcat10-java"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "missing packages:$need (install them with apt-get as root)" >&2

@@ -84,7 +84,7 @@ fn rogue(kind: Kind, port: u16, n: u64, cap: Captured) -> Result<(), String> {
         Kind::Garbage => {
             let len = 1 + (n as usize * 7919) % 300;
             let mut bytes = pseudo_random_bytes(len, n + 1);
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 // Starts like a HELLO, then nonsense.
                 bytes.splice(0..0, b"RVRS\x01".iter().copied());
             }

@@ -308,6 +308,7 @@ fn tomcat_restart_behind_the_agent() {
 // ---------------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug)]
+#[allow(clippy::enum_variant_names)]
 enum Misbehave {
     /// Reads the request, closes without a byte of response.
     CloseBeforeResponse,
@@ -344,11 +345,10 @@ fn partial_response(scheme: &str) -> Vec<u8> {
     if scheme == "ajp" {
         let mut hdr = vec![4u8];
         hdr.extend_from_slice(&200u16.to_be_bytes());
-        for s in ["OK"] {
-            hdr.extend_from_slice(&(s.len() as u16).to_be_bytes());
-            hdr.extend_from_slice(s.as_bytes());
-            hdr.push(0);
-        }
+        let s = "OK";
+        hdr.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        hdr.extend_from_slice(s.as_bytes());
+        hdr.push(0);
         hdr.extend_from_slice(&1u16.to_be_bytes());
         hdr.extend_from_slice(&0xA008u16.to_be_bytes());
         hdr.extend_from_slice(&4u16.to_be_bytes());
