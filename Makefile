@@ -2,6 +2,7 @@
 #   make            build the module and reversed-agent (release)
 #   make install    install the module through apxs, the Debian conf files, and the agent
 #   make test       every test (unit + real httpd under event/worker/prefork + Tomcat)
+#   make lint       cargo fmt --check and clippy -D warnings (CI runs it before the tests)
 #   make demo       build, install, start httpd + module + agent on loopback, print a curl line
 #   make demo-stop  stop the demo
 #   make bench      benchmarks (not part of the tests; see bench/)
@@ -23,7 +24,7 @@ RELEASE    := target/release
 MODULE_SO  := $(RELEASE)/libmod_proxy_reversed.so
 AGENT_BIN  := $(RELEASE)/reversed-agent
 
-.PHONY: all build install test soak fuzz demo demo-stop bench clean \
+.PHONY: all build install test lint soak fuzz demo demo-stop bench clean \
         docker-deps docker-images docker-demo docker-demo-stop test-docker \
         tomcat-connector tomcat-connector-test
 
@@ -74,6 +75,11 @@ tomcat-connector-test: $(TC_JAR)
 	cd $(CURDIR) && $(JAVA) -Djava.util.logging.config.file=tomcat-connector/src/test/logging.properties \
 	  -cp $(TC_OUT)/test-classes:$(TC_JAR):$(TC_TEST_CP) org.junit.runner.JUnitCore \
 	  $$(cd $(TC_OUT)/test-classes && find . -name '*Test.class' | sed 's|^\./||; s|\.class$$||; s|/|.|g' | sort)
+
+# rustfmt (rustfmt.toml) and clippy with every warning an error (CI runs it).
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: tomcat-connector-test
 	$(CARGO) build --workspace

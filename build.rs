@@ -31,10 +31,7 @@ fn httpd_flags() -> (Vec<PathBuf>, Vec<String>) {
     });
     includes.push(PathBuf::from(httpd_inc));
     let mut flag_words = Vec::new();
-    for (tool, args) in [
-        ("apr-1-config", &["--includes", "--cppflags"][..]),
-        ("apu-1-config", &["--includes"][..]),
-    ] {
+    for (tool, args) in [("apr-1-config", &["--includes", "--cppflags"][..]), ("apu-1-config", &["--includes"][..])] {
         if let Some(out) = query(tool, args) {
             flag_words.extend(out.split_whitespace().map(str::to_string));
         }
@@ -86,7 +83,8 @@ fn functions(text: &str, marker: &str) -> Vec<(String, usize)> {
     while let Some(i) = rest.find(marker) {
         rest = &rest[i + marker.len()..];
         let Some(open) = rest.find('(') else { break };
-        let name = rest[..open].trim().rsplit(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or("").to_string();
+        let name =
+            rest[..open].trim().rsplit(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or("").to_string();
         let Some(close) = rest[open..].find(')') else { break };
         let params = rest[open + 1..open + close].trim();
         let n = if params.is_empty() || params == "void" { 0 } else { params.trim_end_matches(',').split(',').count() };
@@ -172,9 +170,7 @@ fn main() {
         .layout_tests(false)
         .generate()
         .expect("bindgen could not read c-shim/shim.h (is libclang-dev installed?)");
-    bindings
-        .write_to_file(out.join("shim_bindings.rs"))
-        .expect("writing the bindings");
+    bindings.write_to_file(out.join("shim_bindings.rs")).expect("writing the bindings");
 
     // A cdylib exports only Rust's #[no_mangle] items: a second version script
     // adds the module structure defined in C, and -u keeps its object linked.

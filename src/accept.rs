@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use reversed_proto as proto;
 
-use crate::child::{idle_is_alive, lock, token, token_kind, token_node, Child, Idle, K_IDLE, K_LISTEN, K_SHAKE, K_WAKE};
+use crate::child::{
+    idle_is_alive, lock, token, token_kind, token_node, Child, Idle, K_IDLE, K_LISTEN, K_SHAKE, K_WAKE,
+};
 use crate::config::{Auth, Config, Node};
 use crate::log;
 use crate::os::{self, EV_IN, EV_RDHUP};
@@ -41,7 +43,6 @@ const PING_SCAN_MIN: Duration = Duration::from_millis(10);
 /// A refused version-1 dialer is logged as a warning at most this often per node.
 const V1_WARN_EVERY: Duration = Duration::from_secs(10);
 
-
 /// Restarts of the accept loop after an internal error before the child gives up.
 const MAX_RESTARTS: u32 = 5;
 #[cfg(not(test))]
@@ -50,7 +51,11 @@ const RESTART_DELAY: Duration = Duration::from_secs(1);
 const RESTART_DELAY: Duration = Duration::from_millis(20);
 
 /// Starts the child's state and its accept thread.
-pub fn start(cfg: Arc<Config>, table: Option<Arc<Table>>, registry: Option<Arc<Registry>>) -> io::Result<&'static Child> {
+pub fn start(
+    cfg: Arc<Config>,
+    table: Option<Arc<Table>>,
+    registry: Option<Arc<Registry>>,
+) -> io::Result<&'static Child> {
     let (child, listeners) = Child::new(cfg, table, registry)?;
     let handle = os::with_signals_blocked(|| {
         std::thread::Builder::new().name("proxy-reversed".into()).spawn(move || supervise(child, listeners))
@@ -253,9 +258,8 @@ impl AcceptLoop {
                 if sweep {
                     // Rare (after a failed ping): every suspect link, wherever it is.
                     let suspect = *lock(&rt.suspect);
-                    let due = |c: &Idle| {
-                        c.pingable && (now >= c.pinged + interval || suspect.is_some_and(|t| c.life <= t))
-                    };
+                    let due =
+                        |c: &Idle| c.pingable && (now >= c.pinged + interval || suspect.is_some_and(|t| c.life <= t));
                     let (out, keep): (Vec<Idle>, Vec<Idle>) = q.drain(..).partition(|c| due(c));
                     *q = VecDeque::from(keep);
                     out
@@ -292,7 +296,8 @@ impl AcceptLoop {
         match (&c.stream).write(&proto::PING) {
             Ok(n) if n == proto::PING.len() => {
                 c.pinged = now;
-                self.probing.insert(c.token, Probe { node: i, idle: c, sent: now, deadline: now + timeout, got: Vec::new() });
+                self.probing
+                    .insert(c.token, Probe { node: i, idle: c, sent: now, deadline: now + timeout, got: Vec::new() });
             }
             r => {
                 let why = match r {
@@ -356,7 +361,12 @@ impl AcceptLoop {
             return;
         }
         if p.got != proto::PONG {
-            return self.retire_idle(p.node, p.idle, "answered a ping with something else than a pong", Retirement::Protocol);
+            return self.retire_idle(
+                p.node,
+                p.idle,
+                "answered a ping with something else than a pong",
+                Retirement::Protocol,
+            );
         }
         let i = p.node;
         let rt = &self.child.nodes[i];
@@ -420,7 +430,9 @@ impl AcceptLoop {
                     }
                 }
                 Some(d) if d.active => {}
-                Some(d) => log::info(5, || format!("node '{}' was removed: child {} closed its listener", d.node.name, std::process::id())),
+                Some(d) => log::info(5, || {
+                    format!("node '{}' was removed: child {} closed its listener", d.node.name, std::process::id())
+                }),
                 None => {}
             }
         }
@@ -607,7 +619,8 @@ impl AcceptLoop {
                     Ok(None) => return Outcome::Pending,
                     Ok(Some(h)) => h,
                     Err(e) => {
-                        let v = if s.buf.get(4) == Some(&proto::VERSION_2) { proto::VERSION_2 } else { proto::VERSION_1 };
+                        let v =
+                            if s.buf.get(4) == Some(&proto::VERSION_2) { proto::VERSION_2 } else { proto::VERSION_1 };
                         let _ = s.stream.write(&proto::encode_refusal(v, proto::Refusal::BadHello));
                         return Outcome::Rejected(Rejection::Malformed, format!("malformed hello: {e}"));
                     }
@@ -624,14 +637,20 @@ impl AcceptLoop {
                 }
                 if hello.node != node.name.as_bytes() {
                     let _ = s.stream.write(&proto::encode_refusal(hello.version, proto::Refusal::WrongNode));
-                    return Outcome::Rejected(Rejection::WrongNode, format!(
-                        "it named node '{}' on a port of node '{}'",
-                        String::from_utf8_lossy(&hello.node),
-                        node.name
-                    ));
+                    return Outcome::Rejected(
+                        Rejection::WrongNode,
+                        format!(
+                            "it named node '{}' on a port of node '{}'",
+                            String::from_utf8_lossy(&hello.node),
+                            node.name
+                        ),
+                    );
                 }
                 if used != s.buf.len() {
-                    return Outcome::Rejected(Rejection::Malformed, "bytes after the hello, before the challenge".into());
+                    return Outcome::Rejected(
+                        Rejection::Malformed,
+                        "bytes after the hello, before the challenge".into(),
+                    );
                 }
                 let server_nonce = match proto::nonce() {
                     Ok(n) => n,
@@ -679,7 +698,9 @@ impl AcceptLoop {
                 let sent = matches!(s.stream.write(&[verdict as u8]), Ok(1));
                 match verdict {
                     proto::Verdict::Accepted if sent => Outcome::Accepted(ping.enabled()),
-                    proto::Verdict::Accepted => Outcome::Rejected(Rejection::Error, "could not send the verdict".into()),
+                    proto::Verdict::Accepted => {
+                        Outcome::Rejected(Rejection::Error, "could not send the verdict".into())
+                    }
                     v => Outcome::Rejected(
                         match v {
                             proto::Verdict::BadProof => Rejection::BadProof,
@@ -702,7 +723,14 @@ impl AcceptLoop {
         self.pool_registered(i, stream, peer, tok, false).map_err(|why| self.reject(i, peer, Rejection::PoolFull, &why))
     }
 
-    fn pool_registered(&self, i: usize, stream: TcpStream, peer: SocketAddr, tok: u64, pingable: bool) -> Result<(), String> {
+    fn pool_registered(
+        &self,
+        i: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tok: u64,
+        pingable: bool,
+    ) -> Result<(), String> {
         let rt = &self.child.nodes[i];
         let st = self.child.stats(i);
         {
@@ -753,7 +781,6 @@ impl AcceptLoop {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,7 +804,9 @@ mod tests {
         child.test_panics.store(2, SeqCst);
         child.wake.signal();
         let t = Instant::now();
-        while (child.test_panics.load(SeqCst) > 0 || child.stats(0).bound.load(Relaxed) == 0) && t.elapsed() < Duration::from_secs(3) {
+        while (child.test_panics.load(SeqCst) > 0 || child.stats(0).bound.load(Relaxed) == 0)
+            && t.elapsed() < Duration::from_secs(3)
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -87,7 +87,10 @@ pub fn post_config(server_limit: usize, max_children: usize, threads_per_child: 
     let table = match Table::new(server_limit.max(max_children)) {
         Ok(t) => Some(Arc::new(t)),
         Err(e) => {
-            log::warn(14, &format!("no shared status table ({e}): the status page shows only the child that serves it"));
+            log::warn(
+                14,
+                &format!("no shared status table ({e}): the status page shows only the child that serves it"),
+            );
             None
         }
     };
@@ -240,7 +243,6 @@ pub fn status_render(format: StatusFormat, refresh_s: u32) -> String {
         (None, StatusFormat::Text) => "mod_proxy_reversed: no reversed nodes in this process\n".into(),
     }
 }
-
 
 /// The child's state, for the MCMP receiver.
 pub fn child() -> Option<&'static Child> {

@@ -11,11 +11,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-
 use crate::config::{Auth, Config, Node, WorkerId};
-use crate::os::{Epoll, EventFd, EV_IN};
 use crate::liveness;
 use crate::log;
+use crate::os::{Epoll, EventFd, EV_IN};
 use crate::registry::{self, Registry};
 use crate::stats::{NodeStats, Retirement, Table};
 
@@ -123,7 +122,11 @@ pub(crate) fn idle_is_alive(s: &TcpStream) -> bool {
 impl Child {
     /// The child's state, in a static for the rest of the process, and the
     /// listeners it bound (accept::start runs the accept thread on them).
-    pub fn new(cfg: Arc<Config>, table: Option<Arc<Table>>, registry: Option<Arc<Registry>>) -> io::Result<(&'static Child, Vec<Option<TcpListener>>)> {
+    pub fn new(
+        cfg: Arc<Config>,
+        table: Option<Arc<Table>>,
+        registry: Option<Arc<Registry>>,
+    ) -> io::Result<(&'static Child, Vec<Option<TcpListener>>)> {
         let pid = std::process::id() as i32;
         let stats = match table.and_then(|t| t.claim(pid).map(|slot| (t, slot))) {
             Some((table, slot)) => StatsHome::Shared { table, slot, pid },
@@ -206,10 +209,8 @@ impl Child {
             return Some(i);
         }
         let id = WorkerId::new(name);
-        let find = || {
-            (self.cfg.nodes.len()..self.nodes.len())
-                .find(|&i| self.desc(i).is_some_and(|d| d.node.worker_id == id))
-        };
+        let find =
+            || (self.cfg.nodes.len()..self.nodes.len()).find(|&i| self.desc(i).is_some_and(|d| d.node.worker_id == id));
         find().or_else(|| {
             // Registered a moment ago, before the accept thread looked.
             if self.registry.is_some() && self.refresh() {
@@ -269,14 +270,23 @@ impl Child {
         for port in node.range.first..=node.range.last {
             match TcpListener::bind(node.range.socket_addr(port)) {
                 Ok(l) => {
-                    if let Err(e) = l.set_nonblocking(true).and_then(|_| self.epoll.add(&l, EV_IN, token(K_LISTEN, i, 0))) {
+                    if let Err(e) =
+                        l.set_nonblocking(true).and_then(|_| self.epoll.add(&l, EV_IN, token(K_LISTEN, i, 0)))
+                    {
                         log::error(17, &format!("node '{}': cannot watch port {port}: {e}", node.name));
                         return None;
                     }
                     let st = self.stats(i);
                     st.port.store(port as u32, Relaxed);
                     st.bound.store(1, Relaxed);
-                    log::info(18, || format!("node '{}': child {} listens on {}", node.name, std::process::id(), node.range.socket_addr(port)));
+                    log::info(18, || {
+                        format!(
+                            "node '{}': child {} listens on {}",
+                            node.name,
+                            std::process::id(),
+                            node.range.socket_addr(port)
+                        )
+                    });
                     return Some(l);
                 }
                 Err(e) if e.kind() == ErrorKind::AddrInUse => continue,
@@ -343,7 +353,9 @@ impl Child {
                 st.idle.fetch_sub(1, Relaxed);
                 if !idle_is_alive(&c.stream) {
                     st.retire(Retirement::DialerClosed);
-                    log::debug(21, || format!("node {}: discarded an idle connection the dialer had closed", self.name(i)));
+                    log::debug(21, || {
+                        format!("node {}: discarded an idle connection the dialer had closed", self.name(i))
+                    });
                     continue;
                 }
                 let check = c.pingable && live.verify.is_some_and(|v| c.life.elapsed() >= v);
@@ -407,14 +419,14 @@ impl Child {
                 told_wait = true;
                 NodeStats::inc(&st.waited);
                 log::debug(24, || {
-                format!(
-                    "node {}: a request waits for an idle link in child {} (port {}, {} idle, {} requests waiting)",
-                    self.name(i),
-                    std::process::id(),
-                    st.port.load(Relaxed),
-                    q.len(),
-                    self.waiting.load(SeqCst)
-                )
+                    format!(
+                        "node {}: a request waits for an idle link in child {} (port {}, {} idle, {} requests waiting)",
+                        self.name(i),
+                        std::process::id(),
+                        st.port.load(Relaxed),
+                        q.len(),
+                        self.waiting.load(SeqCst)
+                    )
                 });
             }
             self.waiting.fetch_add(1, SeqCst);
@@ -553,7 +565,6 @@ impl Child {
     pub fn connections(&self, i: usize) -> i64 {
         self.with_children(|c| crate::stats::live(c, i))
     }
-
 }
 
 #[cfg(test)]
@@ -582,7 +593,11 @@ pub(crate) mod tests {
         table.slot(other).nodes[0].busy.store(5, Relaxed);
         a.retired(0, -1);
         let n = &table.slot(other).nodes[0];
-        assert_eq!((n.busy.load(Relaxed), n.retired.load(Relaxed)), (5, 0), "a late retirement landed in another child's slot");
+        assert_eq!(
+            (n.busy.load(Relaxed), n.retired.load(Relaxed)),
+            (5, 0),
+            "a late retirement landed in another child's slot"
+        );
     }
 
     #[test]

@@ -90,7 +90,9 @@ pub struct PortRange {
 impl PortRange {
     pub fn parse(s: &str) -> Result<PortRange, String> {
         let bad = || {
-            format!("'{s}' is not a listen address and port range (expected address:first-last, e.g. 0.0.0.0:9000-9015)")
+            format!(
+                "'{s}' is not a listen address and port range (expected address:first-last, e.g. 0.0.0.0:9000-9015)"
+            )
         };
         let (host, ports) = s.rsplit_once(':').ok_or_else(bad)?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -254,7 +256,8 @@ fn worker_key(url: &str) -> String {
     u
 }
 
-const NODE_KEYS: &str = "secret, auth, allow, wait, maxidle, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1";
+const NODE_KEYS: &str =
+    "secret, auth, allow, wait, maxidle, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1";
 const MCMP_KEYS: &str = "ports, balancer, secret, allow, wait, maxidle, nodes, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1";
 
 pub const DEFAULT_MCMP_PORTS: u16 = 10;
@@ -515,19 +518,30 @@ impl Builder {
         };
         let window = PortRange::parse(first).map_err(ConfigError::Msg)?;
         let mut o = NodeOptions::default();
-        let (mut ports, mut balancer, mut nodes) = (DEFAULT_MCMP_PORTS, DEFAULT_MCMP_BALANCER.to_string(), DEFAULT_MCMP_NODES);
+        let (mut ports, mut balancer, mut nodes) =
+            (DEFAULT_MCMP_PORTS, DEFAULT_MCMP_BALANCER.to_string(), DEFAULT_MCMP_NODES);
         for kv in &args[1..] {
             let (k, v) = split_kv(kv, MCMP_KEYS)?;
             match k.as_str() {
                 "ports" => {
                     ports = match v.parse::<u16>() {
                         Ok(n) if n >= 1 && (n as usize) <= window.len() => n,
-                        _ => return err(format!("ports={v}: expected a number from 1 to {} (the size of {window})", window.len())),
+                        _ => {
+                            return err(format!(
+                                "ports={v}: expected a number from 1 to {} (the size of {window})",
+                                window.len()
+                            ))
+                        }
                     }
                 }
                 "balancer" => {
-                    if v.is_empty() || v.len() >= 40 || !v.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) {
-                        return err(format!("balancer={v}: use 1 to 39 characters of A-Z a-z 0-9 . _ - (the name after balancer://)"));
+                    if v.is_empty()
+                        || v.len() >= 40
+                        || !v.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+                    {
+                        return err(format!(
+                            "balancer={v}: use 1 to 39 characters of A-Z a-z 0-9 . _ - (the name after balancer://)"
+                        ));
                     }
                     balancer = v.to_string();
                 }
@@ -749,7 +763,11 @@ mod tests {
     fn node_rules() {
         let s = secret_file();
         let mut b = Builder::default();
-        add(&mut b, &format!("app1 ajp://127.0.0.2:1/ 127.0.0.1:9000-9003 secret=\"{}\" wait=500ms maxidle=4", s.path())).unwrap();
+        add(
+            &mut b,
+            &format!("app1 ajp://127.0.0.2:1/ 127.0.0.1:9000-9003 secret=\"{}\" wait=500ms maxidle=4", s.path()),
+        )
+        .unwrap();
         assert_eq!(b.cfg.nodes[0].secret, b"0123456789abcdef0123");
         assert_eq!(b.cfg.nodes[0].wait, Duration::from_millis(500));
         assert!(add(&mut b, &format!("app2 ajp://127.0.0.3:1/ 127.0.0.1:9003-9005 secret={}", s.path()))

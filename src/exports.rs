@@ -289,8 +289,12 @@ fn fill_reply(out: &mut McmpReplyC, r: crate::mcmp::Reply) {
     }
     let (join, node, new, b, w, rt) = match &r.join {
         Join::None => (0, -1, false, "", "", ""),
-        Join::Add { node, new, balancer, worker, route } => (1, *node as c_int, *new, balancer.as_str(), worker.as_str(), route.as_str()),
-        Join::Disable { node, balancer, worker, route } => (2, *node as c_int, false, balancer.as_str(), worker.as_str(), route.as_str()),
+        Join::Add { node, new, balancer, worker, route } => {
+            (1, *node as c_int, *new, balancer.as_str(), worker.as_str(), route.as_str())
+        }
+        Join::Disable { node, balancer, worker, route } => {
+            (2, *node as c_int, false, balancer.as_str(), worker.as_str(), route.as_str())
+        }
     };
     out.join = join;
     out.node = node;
@@ -355,7 +359,11 @@ pub extern "C" fn prx_mcmp_join_failed(node: c_int, is_new: c_int, why: *const c
     let out = unsafe { &mut *out };
     *out = empty_reply();
     guard((), || {
-        let r = crate::mcmp::join_failed(node.max(0) as usize, is_new != 0, str_arg(why).unwrap_or("cannot add the node to its balancer"));
+        let r = crate::mcmp::join_failed(
+            node.max(0) as usize,
+            is_new != 0,
+            str_arg(why).unwrap_or("cannot add the node to its balancer"),
+        );
         fill_reply(out, r);
     })
 }
@@ -377,7 +385,10 @@ pub extern "C" fn prx_cluster_observe(method: *const c_char, uri: *const c_char,
 /// Authenticated connections of node `node` (idle or in use) in all children.
 #[no_mangle]
 pub extern "C" fn prx_node_connections(node: c_int) -> c_int {
-    guard(0, || if node < 0 { 0 } else { crate::mcmp::node_connections(node as usize).clamp(0, i32::MAX as i64) as c_int })
+    guard(
+        0,
+        || if node < 0 { 0 } else { crate::mcmp::node_connections(node as usize).clamp(0, i32::MAX as i64) as c_int },
+    )
 }
 
 #[no_mangle]
@@ -388,7 +399,9 @@ pub extern "C" fn prx_mcmp_reply_free(out: *mut McmpReplyC) {
     // SAFETY: the shim passes the struct prx_mcmp filled.
     let out = unsafe { &mut *out };
     guard((), || {
-        for p in [&mut out.body, &mut out.err_type, &mut out.err_mess, &mut out.balancer, &mut out.worker, &mut out.route] {
+        for p in
+            [&mut out.body, &mut out.err_type, &mut out.err_mess, &mut out.balancer, &mut out.worker, &mut out.route]
+        {
             free_c_string(p);
         }
     })
@@ -404,7 +417,6 @@ impl IntoRawFdForC for std::net::TcpStream {
         self.into_raw_fd()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -94,7 +94,8 @@ fn keepalive(v: &str) -> Result<(Duration, Duration, u32), String> {
     let bad = || format!("'{v}': expected <idle>,<interval>,<count> (e.g. 60,10,3: seconds, seconds, probes) or off");
     let parts: Vec<&str> = v.split(',').collect();
     let [idle, intvl, count] = parts[..] else { return Err(bad()) };
-    let secs = |s: &str| parse_duration(s).ok().filter(|d| d.as_secs() >= 1 && d.as_secs() <= 32767 && d.subsec_millis() == 0);
+    let secs =
+        |s: &str| parse_duration(s).ok().filter(|d| d.as_secs() >= 1 && d.as_secs() <= 32767 && d.subsec_millis() == 0);
     match (secs(idle), secs(intvl), count.parse::<u32>().ok().filter(|n| (1..=127).contains(n))) {
         (Some(i), Some(t), Some(c)) => Ok((i, t, c)),
         _ => Err(bad()),
@@ -238,11 +239,15 @@ mod tests {
         let d = LiveOpts::default().apply_defaults().unwrap();
         assert_eq!(d, DEFAULT);
         assert_eq!(d.params(), PingParams { interval_ms: 30_000, timeout_ms: 1000 });
-        let server = opts(&[("ping", "10s"), ("keepalive", "30,5,4"), ("v1", "serve")]).unwrap().apply_defaults().unwrap();
+        let server =
+            opts(&[("ping", "10s"), ("keepalive", "30,5,4"), ("v1", "serve")]).unwrap().apply_defaults().unwrap();
         assert_eq!(server.ping, Some(Duration::from_secs(10)));
         assert_eq!(server.keepalive, Some((Duration::from_secs(30), Duration::from_secs(5), 4)));
         assert!(server.v1);
-        let node = opts(&[("ping", "off"), ("verify", "off"), ("reuse", "0"), ("usertimeout", "off")]).unwrap().over(&server).unwrap();
+        let node = opts(&[("ping", "off"), ("verify", "off"), ("reuse", "0"), ("usertimeout", "off")])
+            .unwrap()
+            .over(&server)
+            .unwrap();
         assert_eq!((node.ping, node.verify, node.reuse, node.user_timeout), (None, None, Duration::ZERO, None));
         assert_eq!(node.keepalive, server.keepalive, "keys not given keep the server-wide value");
         assert_eq!(node.params(), PingParams::OFF);
@@ -254,13 +259,25 @@ mod tests {
     fn bad_values_name_the_key() {
         let mut o = LiveOpts::default();
         assert!(!o.take("color", "blue").unwrap());
-        for (k, v) in [("ping", "0"), ("ping", "soon"), ("keepalive", "60,10"), ("keepalive", "60,10,0"), ("keepalive", "1500ms,1,1"), ("v1", "maybe"), ("usertimeout", "0")] {
+        for (k, v) in [
+            ("ping", "0"),
+            ("ping", "soon"),
+            ("keepalive", "60,10"),
+            ("keepalive", "60,10,0"),
+            ("keepalive", "1500ms,1,1"),
+            ("v1", "maybe"),
+            ("usertimeout", "0"),
+        ] {
             let e = o.take(k, v).unwrap_err();
             assert!(e.contains(k), "{k}={v}: {e}");
         }
         let e = opts(&[("ping", "1s"), ("pingtimeout", "1s")]).unwrap().apply_defaults().unwrap_err();
         assert!(e.contains("pingtimeout") && e.contains("shorter"), "{e}");
-        assert!(opts(&[("ping", "50ms"), ("pingtimeout", "10ms")]).unwrap().apply_defaults().unwrap_err().contains("100 ms"));
+        assert!(opts(&[("ping", "50ms"), ("pingtimeout", "10ms")])
+            .unwrap()
+            .apply_defaults()
+            .unwrap_err()
+            .contains("100 ms"));
     }
 
     #[test]

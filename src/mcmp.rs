@@ -19,9 +19,20 @@ use crate::registry::{AppState, Apps, Entry, Kind, RegisterError, Registered, Re
 pub enum Join {
     None,
     /// Make the worker a member of the balancer (or enable it again), with this route.
-    Add { node: usize, new: bool, balancer: String, worker: String, route: String },
+    Add {
+        node: usize,
+        new: bool,
+        balancer: String,
+        worker: String,
+        route: String,
+    },
     /// Disable the member: the node was removed.
-    Disable { node: usize, balancer: String, worker: String, route: String },
+    Disable {
+        node: usize,
+        balancer: String,
+        worker: String,
+        route: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +61,9 @@ fn general(msg: String) -> Error {
 /// as `id=` (the scoreboard's restart time).
 pub fn handle(method: &str, uri: &str, body: &[u8], id: i64) -> Reply {
     let Some(child) = api::child() else {
-        return Reply::err(general("this httpd child serves no reversed nodes (ProxyReversedMCMP is not configured)".into()));
+        return Reply::err(general(
+            "this httpd child serves no reversed nodes (ProxyReversedMCMP is not configured)".into(),
+        ));
     };
     let (Some(cfg), Some(reg)) = (child.cfg.mcmp.as_ref(), child.registry()) else {
         return Reply::err(general("ProxyReversedMCMP is not configured: nodes cannot register".into()));
@@ -190,7 +203,9 @@ impl Receiver<'_> {
                 return Err(Error::node_exists(&route));
             }
             Err(RegisterError::Overlaps(other)) => {
-                return Err(general(format!("the ports {range} of node \"{route}\" overlap those of registered node \"{other}\"")));
+                return Err(general(format!(
+                    "the ports {range} of node \"{route}\" overlap those of registered node \"{other}\""
+                )));
             }
             Err(RegisterError::Full) => {
                 return Err(Error::mem(format!(
@@ -199,12 +214,16 @@ impl Receiver<'_> {
                 )));
             }
             Err(RegisterError::TooLong(what)) => {
-                return Err(Error::mem(format!("MEM: Can't update or insert node with \"{route}\" JVMRoute ({what} too long)")));
+                return Err(Error::mem(format!(
+                    "MEM: Can't update or insert node with \"{route}\" JVMRoute ({what} too long)"
+                )));
             }
         };
         self.child.refresh();
         if new {
-            log::info(27, || format!("MCMP: registered reversed node '{route}' ({worker}, ports {range}, balancer {balancer})"));
+            log::info(27, || {
+                format!("MCMP: registered reversed node '{route}' ({worker}, ports {range}, balancer {balancer})")
+            });
         }
         Ok(Reply {
             status: 200,
@@ -225,9 +244,9 @@ impl Receiver<'_> {
         };
         let mut join = Join::None;
         let update = |f: &dyn Fn(&mut Apps)| {
-            self.reg
-                .update_apps(slot, |apps| f(apps))
-                .map_err(|_| Error::mem(format!("MEM: Can't update or insert context for node with \"{}\" JVMRoute", a.jvm_route)))
+            self.reg.update_apps(slot, |apps| f(apps)).map_err(|_| {
+                Error::mem(format!("MEM: Can't update or insert context for node with \"{}\" JVMRoute", a.jvm_route))
+            })
         };
         match (state, whole && a.contexts.is_empty()) {
             (Some(st), true) => {
@@ -342,7 +361,10 @@ pub fn observe(method: &str, uri: &str, body: &[u8]) {
     }
     let reply = handle(method, uri, body, 0);
     if let Some(e) = reply.error {
-        log::warn(29, &format!("reversed node in a {method} that mod_manager received: not registered here: {}", e.mess));
+        log::warn(
+            29,
+            &format!("reversed node in a {method} that mod_manager received: not registered here: {}", e.mess),
+        );
     }
 }
 

@@ -141,7 +141,8 @@ impl Collector for Snapshot {
             }
         }
 
-        let mut m = enc.encode_descriptor("handshakes", "Handshakes of dialers, by result and reason", None, counter)?;
+        let mut m =
+            enc.encode_descriptor("handshakes", "Handshakes of dialers, by result and reason", None, counter)?;
         for n in &self.nodes {
             let ok = [("node", n.name.as_str()), ("result", "accepted"), ("reason", "ok")];
             m.encode_family(&ok)?.encode_counter::<NoLabelSet, _, u64>(&n.accepted, None)?;
@@ -151,7 +152,8 @@ impl Collector for Snapshot {
             }
         }
 
-        let mut m = enc.encode_descriptor("connections_retired", "Links taken out of service, by reason", None, counter)?;
+        let mut m =
+            enc.encode_descriptor("connections_retired", "Links taken out of service, by reason", None, counter)?;
         for n in &self.nodes {
             for (r, v) in Retirement::ALL.iter().zip(&n.retired_by) {
                 let l = [("node", n.name.as_str()), ("reason", r.label())];
@@ -191,14 +193,25 @@ impl Collector for Snapshot {
         }
 
         if !self.registered.is_empty() {
-            let mut m = enc.encode_descriptor("mcmp_node_load", "Load a node registered through MCMP last reported", None, gauge)?;
+            let mut m = enc.encode_descriptor(
+                "mcmp_node_load",
+                "Load a node registered through MCMP last reported",
+                None,
+                gauge,
+            )?;
             for r in &self.registered {
-                m.encode_family(&[("node", r.node.as_str()), ("balancer", r.balancer.as_str())])?.encode_gauge(&r.load)?;
+                m.encode_family(&[("node", r.node.as_str()), ("balancer", r.balancer.as_str())])?
+                    .encode_gauge(&r.load)?;
             }
-            let mut m =
-                enc.encode_descriptor("mcmp_node_live_connections", "Live links of a node registered through MCMP", None, gauge)?;
+            let mut m = enc.encode_descriptor(
+                "mcmp_node_live_connections",
+                "Live links of a node registered through MCMP",
+                None,
+                gauge,
+            )?;
             for r in &self.registered {
-                m.encode_family(&[("node", r.node.as_str()), ("balancer", r.balancer.as_str())])?.encode_gauge(&r.live)?;
+                m.encode_family(&[("node", r.node.as_str()), ("balancer", r.balancer.as_str())])?
+                    .encode_gauge(&r.live)?;
             }
         }
         Ok(())

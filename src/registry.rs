@@ -8,7 +8,9 @@
 //! Everything in the mapping is an atomic, so no `unsafe` is needed here.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, AtomicU8, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{
+    AtomicI32, AtomicI64, AtomicU32, AtomicU8, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 
 use crate::os::{RobustMutex, SharedArray};
 
@@ -109,7 +111,6 @@ pub struct Slot {
     apps: Text<APPS_MAX>,
 }
 
-
 /// What one registered node is, as read from the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -139,7 +140,11 @@ impl Entry {
     }
     /// Whether two registrations listen on the same thing.
     fn same_listener(&self, o: &Entry) -> bool {
-        self.route == o.route && self.addr == o.addr && self.port == o.port && self.ports == o.ports && self.kind == o.kind
+        self.route == o.route
+            && self.addr == o.addr
+            && self.port == o.port
+            && self.ports == o.ports
+            && self.kind == o.kind
     }
 }
 

@@ -53,4 +53,3 @@ pub fn node_ready(node: usize) {
     #[cfg(test)]
     let _ = node;
 }
-

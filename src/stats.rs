@@ -185,7 +185,11 @@ pub struct Slot {
 
 impl Default for Slot {
     fn default() -> Slot {
-        Slot { pid: AtomicI32::new(0), _reserved: AtomicU32::new(0), nodes: std::array::from_fn(|_| NodeStats::default()) }
+        Slot {
+            pid: AtomicI32::new(0),
+            _reserved: AtomicU32::new(0),
+            nodes: std::array::from_fn(|_| NodeStats::default()),
+        }
     }
 }
 

@@ -12,9 +12,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         (s, 1000)
     };
     match num.parse::<u64>() {
-        Ok(n) if n > 0 && n.checked_mul(unit).is_some_and(|ms| ms <= 3_600_000) => {
-            Ok(Duration::from_millis(n * unit))
-        }
+        Ok(n) if n > 0 && n.checked_mul(unit).is_some_and(|ms| ms <= 3_600_000) => Ok(Duration::from_millis(n * unit)),
         _ => Err(format!("'{s}' is not a duration between 1ms and 1 hour (examples: 2, 2s, 1500ms)")),
     }
 }

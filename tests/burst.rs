@@ -87,5 +87,8 @@ fn burst_on_a_fresh_start_starves_no_child() {
         figures.push(format!("{total} req/{children} children/slowest {} ms", slowest.as_millis()));
         assert!(detail.is_empty(), "{detail}");
     }
-    figure("burst-fresh-start", &format!("{rounds} rounds of 32 then 64 clients, 0 requests waited the full wait: {}", figures.join("; ")));
+    figure(
+        "burst-fresh-start",
+        &format!("{rounds} rounds of 32 then 64 clients, 0 requests waited the full wait: {}", figures.join("; ")),
+    );
 }

@@ -112,45 +112,32 @@ fn without_our_module_the_directive_is_unknown() {
     let (ok, out) = c.b.conf(PROXY).configtest();
     assert!(ok, "the base config is invalid:\n{out}");
     let c = case();
-    let (ok, out) = c
-        .b
-        .without_our_module()
-        .conf(PROXY)
-        .conf("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19007")
-        .configtest();
+    let (ok, out) =
+        c.b.without_our_module()
+            .conf(PROXY)
+            .conf("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19007")
+            .configtest();
     assert!(!ok && out.contains("ProxyReversed"), "{out}");
 }
 
 #[test]
 fn malformed_range_letters() {
-    must_fail(
-        "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:abc secret={S}",
-        &["range", "port"],
-    );
+    must_fail("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:abc secret={S}", &["range", "port"]);
 }
 
 #[test]
 fn malformed_range_open_end() {
-    must_fail(
-        "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:9000- secret={S}",
-        &["range", "port"],
-    );
+    must_fail("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:9000- secret={S}", &["range", "port"]);
 }
 
 #[test]
 fn malformed_range_no_port() {
-    must_fail(
-        "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1 secret={S}",
-        &["range", "port"],
-    );
+    must_fail("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1 secret={S}", &["range", "port"]);
 }
 
 #[test]
 fn empty_range() {
-    must_fail(
-        "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19005-19000 secret={S}",
-        &["empty"],
-    );
+    must_fail("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19005-19000 secret={S}", &["empty"]);
 }
 
 #[test]
@@ -182,18 +169,12 @@ fn overlapping_ranges_wildcard_second() {
 
 #[test]
 fn port_below_1024() {
-    must_fail(
-        "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:1000-1010 secret={S}",
-        &["1024", "privileged"],
-    );
+    must_fail("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:1000-1010 secret={S}", &["1024", "privileged"]);
 }
 
 #[test]
 fn range_reaching_below_1024() {
-    must_fail(
-        "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:1020-1030 secret={S}",
-        &["1024", "privileged"],
-    );
+    must_fail("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:1020-1030 secret={S}", &["1024", "privileged"]);
 }
 
 #[test]
@@ -203,10 +184,7 @@ fn missing_secret_file() {
     let (ok, out) = c
         .b
         .conf(PROXY)
-        .conf(&format!(
-            "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003 secret={}",
-            missing.display()
-        ))
+        .conf(&format!("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003 secret={}", missing.display()))
         .configtest();
     assert!(!ok, "a missing secret file was accepted:\n{out}");
     assert!(out.contains("ProxyReversed"), "{out}");
@@ -226,21 +204,14 @@ fn unreadable_secret_file() {
     let c = case();
     let d = c.b.dir().join("secret-dir");
     std::fs::create_dir(&d).unwrap();
-    let (ok, out) = c
-        .b
-        .conf(PROXY)
-        .conf(&format!(
-            "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003 secret={}",
-            d.display()
-        ))
-        .configtest();
+    let (ok, out) =
+        c.b.conf(PROXY)
+            .conf(&format!("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003 secret={}", d.display()))
+            .configtest();
     assert!(!ok, "a secret path that cannot be read was accepted:\n{out}");
     assert!(out.contains("ProxyReversed") && out.contains("secret"), "{out}");
     let low = out.to_lowercase();
-    assert!(
-        ["directory", "read", "open", "regular file"].iter().any(|k| low.contains(k)),
-        "no reason given:\n{out}"
-    );
+    assert!(["directory", "read", "open", "regular file"].iter().any(|k| low.contains(k)), "no reason given:\n{out}");
 }
 
 #[test]
@@ -251,18 +222,12 @@ fn secret_file_too_short() {
     let (ok, out) = c
         .b
         .conf(PROXY)
-        .conf(&format!(
-            "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003 secret={}",
-            short.display()
-        ))
+        .conf(&format!("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003 secret={}", short.display()))
         .configtest();
     assert!(!ok, "a 15-byte secret was accepted:\n{out}");
     assert!(out.contains("ProxyReversed"), "{out}");
     let low = out.to_lowercase();
-    assert!(
-        ["16", "short", "at least"].iter().any(|k| low.contains(k)),
-        "no reason given:\n{out}"
-    );
+    assert!(["16", "short", "at least"].iter().any(|k| low.contains(k)), "no reason given:\n{out}");
     assert!(!out.contains("0123456789abcde"), "the error leaks the secret:\n{out}");
 }
 
@@ -270,41 +235,28 @@ fn secret_file_too_short() {
 fn secret_of_16_bytes_after_trimming_passes() {
     let c = case();
     let ok16 = c.b.secret("ok16", "\n  0123456789abcdef  \n");
-    let (ok, out) = c
-        .b
-        .conf(PROXY)
-        .conf(&format!(
-            "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003 secret={}",
-            ok16.display()
-        ))
-        .configtest();
+    let (ok, out) =
+        c.b.conf(PROXY)
+            .conf(&format!("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003 secret={}", ok16.display()))
+            .configtest();
     assert!(ok, "a 16-byte secret was rejected:\n{out}");
 }
 
 #[test]
 fn wildcard_address_needs_secret_or_auth_none() {
-    must_fail(
-        "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 0.0.0.0:19000-19003",
-        &["secret", "auth=none"],
-    );
+    must_fail("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 0.0.0.0:19000-19003", &["secret", "auth=none"]);
 }
 
 #[test]
 fn loopback_address_needs_secret_or_auth_none_too() {
     // Secure by default: no unauthenticated dialer without the explicit opt-out,
     // whatever the listen address.
-    must_fail(
-        "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003",
-        &["no secret", "auth=none"],
-    );
+    must_fail("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 127.0.0.1:19000-19003", &["no secret", "auth=none"]);
 }
 
 #[test]
 fn non_loopback_address_needs_secret_or_auth_none() {
-    must_fail(
-        "ProxyReversed app1 \"ajp://127.0.0.2:1/\" 10.1.2.3:19000-19003 wait=1s",
-        &["secret", "auth=none"],
-    );
+    must_fail("ProxyReversed app1 \"ajp://127.0.0.2:1/\" 10.1.2.3:19000-19003 wait=1s", &["secret", "auth=none"]);
 }
 
 #[test]
@@ -327,10 +279,7 @@ fn worker_url_without_worker() {
     assert!(out.contains("ProxyReversed"), "{out}");
     assert!(out.contains("app9"), "the error does not name the node:\n{out}");
     let low = out.to_lowercase();
-    assert!(
-        ["worker", "proxypass", "balancermember"].iter().any(|k| low.contains(k)),
-        "no reason given:\n{out}"
-    );
+    assert!(["worker", "proxypass", "balancermember"].iter().any(|k| low.contains(k)), "no reason given:\n{out}");
 }
 
 #[test]

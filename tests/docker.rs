@@ -39,7 +39,8 @@ fn setup() -> Option<(std::sync::MutexGuard<'static, ()>, Engine)> {
 /// Two children per front end, fixed, so that "every child has links" is stable.
 const MPM: &str = "<IfModule mpm_event_module>\n    StartServers 2\n    ServerLimit 2\n    ThreadsPerChild 25\n    \
                    MaxRequestWorkers 50\n    MinSpareThreads 10\n    MaxSpareThreads 50\n</IfModule>\n";
-const STATUS: &str = "<Location \"/reversed-status\">\n    SetHandler proxy-reversed-status\n    Require all granted\n</Location>\n";
+const STATUS: &str =
+    "<Location \"/reversed-status\">\n    SetHandler proxy-reversed-status\n    Require all granted\n</Location>\n";
 
 /// Ports of each node's range (2 children + spare for restarts).
 const BACK1_PORTS: &str = "9001-9008";
@@ -90,7 +91,11 @@ fn wait_links(t: &Topo, fronts: &[&Front], nodes: &[&str], limit: Duration) -> D
             for c in ["back1", "back2", "router"] {
                 logs.push_str(&format!("--- {c} ---\n{}\n", t.logs(c)));
             }
-            panic!("front end {}: no links of {nodes:?} in every child within {limit:?}: {:?}\n{logs}", f.name, f.status());
+            panic!(
+                "front end {}: no links of {nodes:?} in every child within {limit:?}: {:?}\n{logs}",
+                f.name,
+                f.status()
+            );
         }
     }
     t0.elapsed()
@@ -152,7 +157,8 @@ fn firewall_forward_fails_reversed_serves() {
     t.secret("back1.secret", SECRET1);
     t.secret("back2.secret", SECRET2);
     let b1 = t.back_ip(21);
-    let conf = front_conf(&t, &format!("ProxyPass \"/fwd/\" \"http://{b1}:8080/\" connectiontimeout=1 timeout=2 retry=0\n"));
+    let conf =
+        front_conf(&t, &format!("ProxyPass \"/fwd/\" \"http://{b1}:8080/\" connectiontimeout=1 timeout=2 retry=0\n"));
     let f1 = t.httpd("front1", 11, &conf);
     let t_start = Instant::now();
     // Tomcat's HTTP connector open on the back network: only the firewall keeps httpd out.
@@ -205,7 +211,10 @@ fn firewall_forward_fails_reversed_serves() {
         notes.push_str(&check_stop(&mut t, c, *took));
     }
     // The backend's entrypoint kills what is still running after its grace (600 ms).
-    let graced = if ["back1", "front1"].iter().any(|c| t.logs(c).contains("after SIGTERM: killed") || t.logs(c).contains("still running after")) {
+    let graced = if ["back1", "front1"]
+        .iter()
+        .any(|c| t.logs(c).contains("after SIGTERM: killed") || t.logs(c).contains("still running after"))
+    {
         " (a grace expired: killed)"
     } else {
         ""
@@ -340,8 +349,17 @@ fn kill_backend_under_load() {
             (t_back - t_start).as_secs_f64(),
         ),
     );
-    assert!(late.is_empty(), "requests that started after the kill failed: {:?}", late.iter().take(5).collect::<Vec<_>>());
-    assert!(failed.len() <= in_flight.len(), "{} failures, only {} in flight at the kill", failed.len(), in_flight.len());
+    assert!(
+        late.is_empty(),
+        "requests that started after the kill failed: {:?}",
+        late.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        failed.len() <= in_flight.len(),
+        "{} failures, only {} in flight at the kill",
+        failed.len(),
+        in_flight.len()
+    );
     assert!(back2_during >= 20, "back2 served only {back2_during} requests while back1 was down");
     assert!(links_back <= 2.0, "back1's links took {links_back:.2} s after its agent started (limit 2 s)");
     assert!(back1_after > 0, "back1 served nothing after its restart");
@@ -401,8 +419,17 @@ fn rolling_restart_of_front_ends() {
     for r in &rounds {
         if r.1 >= Duration::from_secs(1) {
             let base = t.stop_baseline();
-            assert!(base >= Duration::from_millis(500) && r.1 < base + Duration::from_secs(1), "docker stop of {} took {:?} (a container that exits at once: {base:?})", r.0, r.1);
-            notes.push_str(&format!(" ({}: the engine is slow here, a container that exits at once took {})", r.0, secs(base)));
+            assert!(
+                base >= Duration::from_millis(500) && r.1 < base + Duration::from_secs(1),
+                "docker stop of {} took {:?} (a container that exits at once: {base:?})",
+                r.0,
+                r.1
+            );
+            notes.push_str(&format!(
+                " ({}: the engine is slow here, a container that exits at once took {})",
+                r.0,
+                secs(base)
+            ));
         }
     }
     let served_after: Vec<usize> = rounds
@@ -425,7 +452,11 @@ fn rolling_restart_of_front_ends() {
             secs(max_took(&all)),
         ),
     );
-    assert!(failed.is_empty(), "the load balancer's clients saw failures: {:?}", failed.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        failed.is_empty(),
+        "the load balancer's clients saw failures: {:?}",
+        failed.iter().take(5).collect::<Vec<_>>()
+    );
     for (r, n) in rounds.iter().zip(&served_after) {
         assert!(*n > 20, "{} served only {n} requests after its restart", r.0);
     }
@@ -522,8 +553,17 @@ fn partition_without_rst() {
     // At most one request per client thread can have been in flight at the cut.
     assert!(caught.len() <= 6, "{} requests caught in flight by the cut", caught.len());
     assert!(caught.iter().all(|s| s.front == 0), "front2 requests hung at the cut: {caught:?}");
-    assert!(slow.is_empty(), "{} requests hung longer than {limit:?}: {:?}", slow.len(), slow.iter().take(5).collect::<Vec<_>>());
-    assert!(f2_failed.is_empty(), "front2 (not partitioned) failed: {:?}", f2_failed.iter().take(5).collect::<Vec<_>>());
+    assert!(
+        slow.is_empty(),
+        "{} requests hung longer than {limit:?}: {:?}",
+        slow.len(),
+        slow.iter().take(5).collect::<Vec<_>>()
+    );
+    assert!(
+        f2_failed.is_empty(),
+        "front2 (not partitioned) failed: {:?}",
+        f2_failed.iter().take(5).collect::<Vec<_>>()
+    );
     let rec = recovery.expect("front1 → back1 never served again after the heal");
     assert!(rec <= Duration::from_secs(2), "front1 → back1 came back {rec:?} after the heal (limit 2 s)");
 }
@@ -552,9 +592,25 @@ fn mcmp_register_on_start_remove_on_stop() {
     assert!(!registered(&f1));
     let t0 = Instant::now();
     let args: Vec<String> = [
-        "--node", "node1", "--secret-file", "/run/secrets/cluster.secret", "--frontend", &format!("{fip}:9100-9103"),
-        "--mcmp", &format!("http://{fip}/mcmp"), "--context", "/app", "--alias", "localhost", "--status-interval", "1",
-        "--idle", "8", "--max-backoff-ms", "500", "--respond",
+        "--node",
+        "node1",
+        "--secret-file",
+        "/run/secrets/cluster.secret",
+        "--frontend",
+        &format!("{fip}:9100-9103"),
+        "--mcmp",
+        &format!("http://{fip}/mcmp"),
+        "--context",
+        "/app",
+        "--alias",
+        "localhost",
+        "--status-interval",
+        "1",
+        "--idle",
+        "8",
+        "--max-backoff-ms",
+        "500",
+        "--respond",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -613,7 +669,8 @@ fn compose_demo() {
     }
     let t0 = Instant::now();
     let _down = Down(script.clone(), env.clone());
-    let out = run_bounded(Duration::from_secs(600), &script, &["start"], &env).unwrap_or_else(|e| panic!("docker-demo start: {e}"));
+    let out = run_bounded(Duration::from_secs(600), &script, &["start"], &env)
+        .unwrap_or_else(|e| panic!("docker-demo start: {e}"));
     let up = t0.elapsed();
     let lines: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("curl ")).collect();
     assert!(lines.len() >= 5, "the demo printed no curl lines:\n{out}");
@@ -626,11 +683,22 @@ fn compose_demo() {
         seen.push(format!("{} → {}", url.rsplit_once(':').map(|x| x.1).unwrap_or(url), r.status));
     }
     drop(_down);
-    let left = e.docker(&["ps", "-a", "-q", "--filter", &format!("label=com.docker.compose.project={project}")]).unwrap();
-    let nets = e.docker(&["network", "ls", "-q", "--filter", &format!("label=com.docker.compose.project={project}")]).unwrap();
+    let left =
+        e.docker(&["ps", "-a", "-q", "--filter", &format!("label=com.docker.compose.project={project}")]).unwrap();
+    let nets =
+        e.docker(&["network", "ls", "-q", "--filter", &format!("label=com.docker.compose.project={project}")]).unwrap();
     figure(
         "docker-compose-demo",
-        &format!("docker-demo start: up with every link in {}; curl lines: {}; stop left {} containers, {} networks", secs(up), seen.join(", "), left.lines().count(), nets.lines().count()),
+        &format!(
+            "docker-demo start: up with every link in {}; curl lines: {}; stop left {} containers, {} networks",
+            secs(up),
+            seen.join(", "),
+            left.lines().count(),
+            nets.lines().count()
+        ),
     );
-    assert!(left.trim().is_empty() && nets.trim().is_empty(), "docker-demo stop left containers {left:?} / networks {nets:?}");
+    assert!(
+        left.trim().is_empty() && nets.trim().is_empty(),
+        "docker-demo stop left containers {left:?} / networks {nets:?}"
+    );
 }

@@ -21,11 +21,7 @@ fn run(mpm: Mpm) {
     let b = Httpd::builder(mpm);
     let secret = b.secret("secret", SECRET);
     let opts = format!("secret={} wait=5s", secret.display());
-    let h = b
-        .conf(&ajp.conf(&opts))
-        .conf(&web.conf(&opts))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&ajp.conf(&opts)).conf(&web.conf(&opts)).conf(STATUS_LOCATION).start();
     let dir = h.dir().to_path_buf();
     let _a1 = AgentArgs::respond(&ajp.name, Some(&secret), &ajp.range()).echo().idle(16).spawn(Some(&dir));
     let _a2 = AgentArgs::respond(&web.name, Some(&secret), &web.range()).echo().idle(16).spawn(Some(&dir));
@@ -82,9 +78,10 @@ fn run(mpm: Mpm) {
                     let k = (i + j) % 2;
                     let body = format!("client {i} request {j} {}", "x".repeat(i * 37 + j));
                     match post_with(&c, &urls[k], body.as_bytes()) {
-                        Ok(r) if r.status == 200
-                            && r.body == body.as_bytes()
-                            && r.header("X-Responder") == Some(responders[k]) =>
+                        Ok(r)
+                            if r.status == 200
+                                && r.body == body.as_bytes()
+                                && r.header("X-Responder") == Some(responders[k]) =>
                         {
                             done.fetch_add(1, Ordering::SeqCst);
                         }
@@ -123,8 +120,11 @@ fn run(mpm: Mpm) {
     // The text form has one line per child and node, the same pairs as the
     // JSON (fetched around it; retried if a child came or went meanwhile).
     let pairs = |st: &Status| -> Vec<String> {
-        let mut v: Vec<String> =
-            st.children.iter().flat_map(|c| c.nodes.iter().map(move |n| format!("child={} node={}", c.pid, n.node))).collect();
+        let mut v: Vec<String> = st
+            .children
+            .iter()
+            .flat_map(|c| c.nodes.iter().map(move |n| format!("child={} node={}", c.pid, n.node)))
+            .collect();
         v.sort();
         v
     };

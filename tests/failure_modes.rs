@@ -46,7 +46,11 @@ fn no_dialer_gives_503_within_wait() {
             let r = r.unwrap_or_else(|e| panic!("round {round} {}: no answer after {el:?}: {e}", n.name));
             assert_eq!(r.status, 503, "round {round} {}: {} {:?}", n.name, r.status, r.text());
             assert!(el < Duration::from_secs(3), "round {round} {}: 503 took {el:?} (wait=1s)", n.name);
-            assert!(el >= Duration::from_millis(900), "round {round} {}: 503 after {el:?}, before wait=1s passed", n.name);
+            assert!(
+                el >= Duration::from_millis(900),
+                "round {round} {}: 503 after {el:?}, before wait=1s passed",
+                n.name
+            );
         }
     }
     // Concurrent requests do not queue behind each other beyond the wait.
@@ -258,14 +262,25 @@ fn rogue_wrong_secret(port: u16, right_secret: &[u8]) -> String {
     let (got, closed) = read_until_len(&mut s, p::challenge_ok_len(p::VERSION), Duration::from_secs(5));
     assert!(!closed || got.len() == p::challenge_ok_len(p::VERSION), "{what}: closed before the challenge: {got:02x?}");
     let (sn, sp, ping) = match p::parse_challenge(&got) {
-        Ok(Some((p::Challenge::Continue { server_nonce, server_proof, ping, .. }, _))) => (server_nonce, server_proof, ping),
+        Ok(Some((p::Challenge::Continue { server_nonce, server_proof, ping, .. }, _))) => {
+            (server_nonce, server_proof, ping)
+        }
         other => panic!("{what}: expected a continuing challenge, got {other:?} from {got:02x?}"),
     };
     // httpd proves it knows the node's secret.
-    assert!(p::Transcript { version: p::VERSION, node: b"ajp1", client_nonce: &cn, server_nonce: &sn, ping }.verify_server_proof(right_secret, &sp), "{what}: bad server proof");
+    assert!(
+        p::Transcript { version: p::VERSION, node: b"ajp1", client_nonce: &cn, server_nonce: &sn, ping }
+            .verify_server_proof(right_secret, &sp),
+        "{what}: bad server proof"
+    );
     let wrong = b"this is not the secret at all!!";
-    assert!(!p::Transcript { version: p::VERSION, node: b"ajp1", client_nonce: &cn, server_nonce: &sn, ping }.verify_server_proof(wrong, &sp));
-    s.write_all(&p::Transcript { version: p::VERSION, node: b"ajp1", client_nonce: &cn, server_nonce: &sn, ping }.client_proof(wrong)).unwrap();
+    assert!(!p::Transcript { version: p::VERSION, node: b"ajp1", client_nonce: &cn, server_nonce: &sn, ping }
+        .verify_server_proof(wrong, &sp));
+    s.write_all(
+        &p::Transcript { version: p::VERSION, node: b"ajp1", client_nonce: &cn, server_nonce: &sn, ping }
+            .client_proof(wrong),
+    )
+    .unwrap();
     let (rest, closed) = read_all_for(&mut s, Duration::from_secs(5));
     let mut all = got.clone();
     all.extend_from_slice(&rest);
@@ -300,12 +315,19 @@ fn rogue_garbage(port: u16, bytes: &[u8], label: &str) -> String {
     let desc = assert_only_handshake_refusal(&what, &got);
     if !got.is_empty() {
         assert!(
-            matches!(p::parse_challenge(&got), Ok(Some((p::Challenge::Refused { refusal: p::Refusal::BadHello, .. }, _)))),
+            matches!(
+                p::parse_challenge(&got),
+                Ok(Some((p::Challenge::Refused { refusal: p::Refusal::BadHello, .. }, _)))
+            ),
             "{what}: expected nothing or a BadHello refusal, got {got:02x?}"
         );
     }
     assert!(closed, "{what}: still open after {:?}", t.elapsed());
-    assert!(t.elapsed() < Duration::from_millis(HS_TIMEOUT_MS) + HS_MARGIN, "{what}: closed only after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(HS_TIMEOUT_MS) + HS_MARGIN,
+        "{what}: closed only after {:?}",
+        t.elapsed()
+    );
     desc
 }
 
@@ -426,7 +448,9 @@ fn rogue_dialers_get_no_requests() {
         rogues.push(std::thread::spawn(move || rogue_wrong_secret(port, &r)));
         rogues.push(std::thread::spawn(move || rogue_wrong_node(port, b"web1")));
         rogues.push(std::thread::spawn(move || rogue_wrong_node(port, b"nosuchnode")));
-        rogues.push(std::thread::spawn(move || rogue_garbage(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "http request")));
+        rogues.push(std::thread::spawn(move || {
+            rogue_garbage(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "http request")
+        }));
         rogues.push(std::thread::spawn(move || {
             rogue_garbage(port, &[0x12, 0x34, 0x00, 0x10, 0x02, 0x02, 0x00, 0x08, b'H', b'T', b'T', b'P'], "ajp bytes")
         }));

@@ -37,10 +37,7 @@ fn raw_dialer_is_pooled_and_gets_the_request() {
     let node = RNode::new("raw1", "ajp", "127.0.0.2:1", 2);
     let b = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD);
     let secret = b.secret("secret", &format!("  {SECRET}\n"));
-    let h = b
-        .conf(&node.conf(&format!("secret={} wait=2s", secret.display())))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&node.conf(&format!("secret={} wait=2s", secret.display()))).conf(STATUS_LOCATION).start();
     let mut last = Err(String::new());
     assert!(
         wait_until(Duration::from_secs(10), || {
@@ -62,8 +59,16 @@ fn raw_dialer_is_pooled_and_gets_the_request() {
         panic!("no continuing challenge: {ch:02x?}")
     };
     assert_ne!(server_nonce, cn, "the server echoed the client nonce");
-    assert!(p::Transcript { version: p::VERSION, node: b"raw1", client_nonce: &cn, server_nonce: &server_nonce, ping }.verify_server_proof(key, &server_proof), "server proof does not verify");
-    s.write_all(&p::Transcript { version: p::VERSION, node: b"raw1", client_nonce: &cn, server_nonce: &server_nonce, ping }.client_proof(key)).unwrap();
+    assert!(
+        p::Transcript { version: p::VERSION, node: b"raw1", client_nonce: &cn, server_nonce: &server_nonce, ping }
+            .verify_server_proof(key, &server_proof),
+        "server proof does not verify"
+    );
+    s.write_all(
+        &p::Transcript { version: p::VERSION, node: b"raw1", client_nonce: &cn, server_nonce: &server_nonce, ping }
+            .client_proof(key),
+    )
+    .unwrap();
     let v = read_exact_t(&mut s, 1);
     assert_eq!(p::Verdict::from_byte(v[0]), Some(p::Verdict::Accepted));
 

@@ -32,7 +32,8 @@ enum Kind {
     WrongNode,
     Silent,
 }
-const KINDS: [Kind; 6] = [Kind::Garbage, Kind::SlowLoris, Kind::WrongSecret, Kind::Replay, Kind::WrongNode, Kind::Silent];
+const KINDS: [Kind; 6] =
+    [Kind::Garbage, Kind::SlowLoris, Kind::WrongSecret, Kind::Replay, Kind::WrongNode, Kind::Silent];
 
 /// A captured good handshake: the client nonce and proof a legitimate
 /// dialer sent.
@@ -49,8 +50,17 @@ fn capture_good_handshake(port: u16) -> Captured {
     s.write_all(&p::encode_hello(p::VERSION, NODE.as_bytes(), &cn)).unwrap();
     let mut ch = vec![0u8; p::challenge_ok_len(p::VERSION)];
     s.read_exact(&mut ch).unwrap();
-    let Ok(Some((p::Challenge::Continue { server_nonce, ping, .. }, _))) = p::parse_challenge(&ch) else { panic!("{ch:02x?}") };
-    let proof = p::Transcript { version: p::VERSION, node: NODE.as_bytes(), client_nonce: &cn, server_nonce: &server_nonce, ping }.client_proof(SECRET.as_bytes());
+    let Ok(Some((p::Challenge::Continue { server_nonce, ping, .. }, _))) = p::parse_challenge(&ch) else {
+        panic!("{ch:02x?}")
+    };
+    let proof = p::Transcript {
+        version: p::VERSION,
+        node: NODE.as_bytes(),
+        client_nonce: &cn,
+        server_nonce: &server_nonce,
+        ping,
+    }
+    .client_proof(SECRET.as_bytes());
     s.write_all(&proof).unwrap();
     let mut v = [0u8; 1];
     s.read_exact(&mut v).unwrap();
@@ -62,9 +72,8 @@ fn capture_good_handshake(port: u16) -> Captured {
 fn finish(mut s: TcpStream, mut got: Vec<u8>, what: &str, t: Instant) -> Result<(), String> {
     let (rest, closed) = read_all_for(&mut s, HS_TIMEOUT + MARGIN + Duration::from_secs(1));
     got.extend_from_slice(&rest);
-    std::panic::catch_unwind(|| assert_only_handshake_refusal(what, &got)).map_err(|e| {
-        e.downcast_ref::<String>().cloned().unwrap_or_else(|| format!("{what}: bad answer {got:02x?}"))
-    })?;
+    std::panic::catch_unwind(|| assert_only_handshake_refusal(what, &got))
+        .map_err(|e| e.downcast_ref::<String>().cloned().unwrap_or_else(|| format!("{what}: bad answer {got:02x?}")))?;
     if !closed {
         return Err(format!("{what}: still open after {:?}", t.elapsed()));
     }
@@ -109,7 +118,9 @@ fn rogue(kind: Kind, port: u16, n: u64, cap: Captured) -> Result<(), String> {
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut ch = vec![0u8; p::challenge_ok_len(p::VERSION)];
             s.read_exact(&mut ch).map_err(|e| format!("{what}: challenge: {e}"))?;
-            let Ok(Some((p::Challenge::Continue { server_nonce, server_proof, ping, .. }, _))) = p::parse_challenge(&ch) else {
+            let Ok(Some((p::Challenge::Continue { server_nonce, server_proof, ping, .. }, _))) =
+                p::parse_challenge(&ch)
+            else {
                 return Err(format!("{what}: no challenge: {ch:02x?}"));
             };
             if kind == Kind::Replay && server_nonce == [0u8; p::NONCE_LEN] {
@@ -119,10 +130,25 @@ fn rogue(kind: Kind, port: u16, n: u64, cap: Captured) -> Result<(), String> {
                 cap.proof
             } else {
                 let wrong = b"not the secret, not even close";
-                if (p::Transcript { version: p::VERSION, node: NODE.as_bytes(), client_nonce: &cn, server_nonce: &server_nonce, ping }).verify_server_proof(wrong, &server_proof) {
+                if (p::Transcript {
+                    version: p::VERSION,
+                    node: NODE.as_bytes(),
+                    client_nonce: &cn,
+                    server_nonce: &server_nonce,
+                    ping,
+                })
+                .verify_server_proof(wrong, &server_proof)
+                {
                     return Err(format!("{what}: server proof verified with a wrong secret"));
                 }
-                p::Transcript { version: p::VERSION, node: NODE.as_bytes(), client_nonce: &cn, server_nonce: &server_nonce, ping }.client_proof(wrong)
+                p::Transcript {
+                    version: p::VERSION,
+                    node: NODE.as_bytes(),
+                    client_nonce: &cn,
+                    server_nonce: &server_nonce,
+                    ping,
+                }
+                .client_proof(wrong)
             };
             got.extend_from_slice(&ch);
             let _ = s.write_all(&proof);
@@ -201,7 +227,12 @@ fn rogue_flood_with_legitimate_traffic() {
 
     let load = Load::start(
         vec![ajp.url_on(&h, "legit"), ajp.url_on(&h, "sleep/5")],
-        LoadOpts { threads: 4, pace: Duration::from_millis(5), duration: Duration::from_secs(900), ..Default::default() },
+        LoadOpts {
+            threads: 4,
+            pace: Duration::from_millis(5),
+            duration: Duration::from_secs(900),
+            ..Default::default()
+        },
     );
     let t = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -268,8 +299,23 @@ fn rogue_flood_with_legitimate_traffic() {
     assert!(rep.total() > 50, "{}", rep.summary());
     assert!(rejected >= total, "only {rejected} of {total} rogues counted as rejected");
     // Bounded: per child, handshakes in progress (≤ 64) + idle pool + threads.
-    assert!(pk.max_child_fds <= base.max_child_fds + 64 + 32, "a child peaked at {} fds (baseline {})", pk.max_child_fds, base.max_child_fds);
-    assert!(after.total_fds <= base.total_fds + settle, "fds did not return to the baseline: {} vs {}", after.total_fds, base.total_fds);
-    assert!(pk.total_rss_kb <= base.total_rss_kb + 64 * 1024, "RSS grew from {} to {} KiB", base.total_rss_kb, pk.total_rss_kb);
+    assert!(
+        pk.max_child_fds <= base.max_child_fds + 64 + 32,
+        "a child peaked at {} fds (baseline {})",
+        pk.max_child_fds,
+        base.max_child_fds
+    );
+    assert!(
+        after.total_fds <= base.total_fds + settle,
+        "fds did not return to the baseline: {} vs {}",
+        after.total_fds,
+        base.total_fds
+    );
+    assert!(
+        pk.total_rss_kb <= base.total_rss_kb + 64 * 1024,
+        "RSS grew from {} to {} KiB",
+        base.total_rss_kb,
+        pk.total_rss_kb
+    );
     assert!(!h.error_log().contains("panicked"));
 }

@@ -8,8 +8,8 @@ use std::path::Path;
 
 /// Top to bottom, as src/lib.rs states it.
 const LAYERS: &[&str] = &[
-    "exports", "mcmp", "api", "status", "metrics", "accept", "child", "registry", "config", "liveness", "stats", "log", "units",
-    "shim", "os",
+    "exports", "mcmp", "api", "status", "metrics", "accept", "child", "registry", "config", "liveness", "stats", "log",
+    "units", "shim", "os",
 ];
 const UNSAFE_ALLOWED: &[&str] = &["exports", "shim", "os"];
 

@@ -15,10 +15,7 @@ fn graceful_restart(mpm: Mpm) {
     let ajp = RNode::new("ajp1", "ajp", "127.0.0.2:1", nports);
     let b = Httpd::builder(mpm);
     let secret = b.secret("secret", SECRET);
-    let h = b
-        .conf(&ajp.conf(&format!("secret={} wait=2s", secret.display())))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&ajp.conf(&format!("secret={} wait=2s", secret.display()))).conf(STATUS_LOCATION).start();
     // --idle counts per front end (the whole range); give every child room
     // for two at the MPM's largest child count.
     let idle = 2 * mpm.max_children() as u32;
@@ -82,14 +79,10 @@ fn graceful_restart_prefork() {
 #[test]
 fn more_children_than_ports() {
     let ajp = RNode::new("ajp1", "ajp", "127.0.0.2:1", 2);
-    let b = Httpd::builder(Mpm::Prefork).mpm_settings(
-        "StartServers 4\nMinSpareServers 4\nMaxSpareServers 4\nServerLimit 8\nMaxRequestWorkers 8\n",
-    );
+    let b = Httpd::builder(Mpm::Prefork)
+        .mpm_settings("StartServers 4\nMinSpareServers 4\nMaxSpareServers 4\nServerLimit 8\nMaxRequestWorkers 8\n");
     let secret = b.secret("secret", SECRET);
-    let h = b
-        .conf(&ajp.conf(&format!("secret={} wait=1s", secret.display())))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&ajp.conf(&format!("secret={} wait=1s", secret.display()))).conf(STATUS_LOCATION).start();
     let _a = AgentArgs::respond(&ajp.name, Some(&secret), &ajp.range()).idle(4).spawn(Some(h.dir()));
 
     // Two children hold the two ports and get idle connections.

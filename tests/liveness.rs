@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 const SECRET: &str = "liveness test secret 0123456789abcdef";
 
-
 fn have_nft() -> bool {
     let found = ["/usr/sbin/nft", "/sbin/nft"].iter().any(|p| Path::new(p).exists()) && is_root();
     if !found {
@@ -48,9 +47,12 @@ impl Nft {
     fn new(tag: &str) -> Result<Nft, String> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let table = format!("mprlive_{tag}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
-        run(&["nft", "-f", "-"], Some(&format!(
-            "table inet {table} {{\n chain input {{ type filter hook input priority -5; policy accept; }}\n}}\n"
-        )))?;
+        run(
+            &["nft", "-f", "-"],
+            Some(&format!(
+                "table inet {table} {{\n chain input {{ type filter hook input priority -5; policy accept; }}\n}}\n"
+            )),
+        )?;
         Ok(Nft { table })
     }
     fn rule(&self, r: &str) -> Result<(), String> {
@@ -91,7 +93,9 @@ fn timed_get(c: &ureq::Agent, url: &str) -> (Result<u16, String>, Duration) {
 fn ping_failed(h: &Httpd) -> i64 {
     let text = get(&h.url("/reversed-status")).map(|r| r.text()).unwrap_or_default();
     text.lines()
-        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("pingfail=")).and_then(|n| n.parse::<i64>().ok()))
+        .filter_map(|l| {
+            l.split_whitespace().find_map(|w| w.strip_prefix("pingfail=")).and_then(|n| n.parse::<i64>().ok())
+        })
         .sum()
 }
 
@@ -174,9 +178,7 @@ fn blackhole_gives_prompt_503s_and_heals() {
         .conf(&node.conf(&format!("secret={} wait=1s ping=500ms pingtimeout=200ms reuse=1s", secret.display())))
         .conf(STATUS_LOCATION)
         .start();
-    let _agent = AgentArgs::respond(&node.name, Some(&secret), &node.range())
-        .idle(6)
-        .spawn(Some(h.dir()));
+    let _agent = AgentArgs::respond(&node.name, Some(&secret), &node.range()).idle(6).spawn(Some(h.dir()));
     assert!(wait_until(Duration::from_secs(10), || status_json(&h).is_ok_and(|s| s.idle("hole1") >= 6)));
     let c = client(Duration::from_secs(30));
     for i in 0..5 {
@@ -264,7 +266,10 @@ impl ForgetfulRelay {
                 from.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
                 let mut buf = [0u8; 16384];
                 while !stop.load(Ordering::Relaxed) {
-                    if !gone.load(Ordering::Relaxed) && last.lock().unwrap().elapsed() >= forget && !gone.swap(true, Ordering::Relaxed) {
+                    if !gone.load(Ordering::Relaxed)
+                        && last.lock().unwrap().elapsed() >= forget
+                        && !gone.swap(true, Ordering::Relaxed)
+                    {
                         forgotten.fetch_add(1, Ordering::Relaxed);
                     }
                     match from.read(&mut buf) {
@@ -278,7 +283,8 @@ impl ForgetfulRelay {
                                 break;
                             }
                         }
-                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                        }
                         Err(_) => break,
                     }
                 }
@@ -309,7 +315,11 @@ fn keepalive_timers(port: u16) -> Vec<f64> {
                 m.parse::<f64>().ok()?
             } else if let Some(m) = v.strip_suffix("ms") {
                 let n = m.parse::<f64>().ok()?;
-                if m.contains('.') { n } else { n / 1000.0 }
+                if m.contains('.') {
+                    n
+                } else {
+                    n / 1000.0
+                }
             } else {
                 return None;
             };
@@ -364,11 +374,20 @@ fn pings_keep_links_through_a_relay_that_forgets_idle_flows() {
     assert_eq!(failed, 0, "with pings: {ok:?}");
     assert!(slowest < Duration::from_secs(1), "with pings a request took {slowest:?}");
     assert_eq!(forgotten_with, 0, "the relay forgot {forgotten_with} flows although pings ran");
-    assert!(forgotten_without >= 1 && broken >= 1, "the control case did not break: {bad:?} ({forgotten_without} forgotten)");
+    assert!(
+        forgotten_without >= 1 && broken >= 1,
+        "the control case did not break: {bad:?} ({forgotten_without} forgotten)"
+    );
     // Both ends set the keepalive they were configured with (≤ 7 s on httpd's side, ≤ 8 s on the agent's).
-    assert!(!httpd_timers.is_empty() && !agent_timers.is_empty(), "no keepalive timers: {httpd_timers:?} {agent_timers:?}");
+    assert!(
+        !httpd_timers.is_empty() && !agent_timers.is_empty(),
+        "no keepalive timers: {httpd_timers:?} {agent_timers:?}"
+    );
     assert!(httpd_timers.iter().all(|&t| t > 0.0 && t <= 7.0), "httpd's keepalive not as configured: {httpd_timers:?}");
-    assert!(agent_timers.iter().all(|&t| t > 0.0 && t <= 8.0), "the agent's keepalive not as configured: {agent_timers:?}");
+    assert!(
+        agent_timers.iter().all(|&t| t > 0.0 && t <= 8.0),
+        "the agent's keepalive not as configured: {agent_timers:?}"
+    );
 }
 
 /// A version-1 dialer: HELLO, CHALLENGE (v1 framing), PROOF, VERDICT.
@@ -388,11 +407,18 @@ fn dial_v1(port: u16, node: &str) -> Result<TcpStream, Vec<u8>> {
     let mut more = vec![0u8; p::challenge_ok_len(p::VERSION_1) - 6];
     s.read_exact(&mut more).unwrap();
     got.extend(more);
-    let Ok(Some((p::Challenge::Continue { server_nonce, ping, server_proof, version }, _))) = p::parse_challenge(&got) else {
+    let Ok(Some((p::Challenge::Continue { server_nonce, ping, server_proof, version }, _))) = p::parse_challenge(&got)
+    else {
         return Err(got);
     };
     assert_eq!((version, ping), (p::VERSION_1, p::PingParams::OFF));
-    let t = p::Transcript { version: p::VERSION_1, node: node.as_bytes(), client_nonce: &cn, server_nonce: &server_nonce, ping };
+    let t = p::Transcript {
+        version: p::VERSION_1,
+        node: node.as_bytes(),
+        client_nonce: &cn,
+        server_nonce: &server_nonce,
+        ping,
+    };
     assert!(t.verify_server_proof(SECRET.as_bytes(), &server_proof));
     s.write_all(&t.client_proof(SECRET.as_bytes())).unwrap();
     let mut v = [0u8; 1];
@@ -414,7 +440,8 @@ fn version_1_dialers_are_refused_or_served_as_configured() {
         .conf(&old.conf(&format!("secret={} v1=serve", secret.display())))
         .conf(STATUS_LOCATION)
         .start();
-    assert!(wait_until(Duration::from_secs(10), || status_json(&h).is_ok_and(|s| s.ports("strict1").len() == 1 && s.ports("old1").len() == 1)));
+    assert!(wait_until(Duration::from_secs(10), || status_json(&h)
+        .is_ok_and(|s| s.ports("strict1").len() == 1 && s.ports("old1").len() == 1)));
 
     // Refused: "RVRS" 0x01 0x05, closed, and a warning that says what to do.
     let got = dial_v1(strict.first, "strict1").expect_err("a version-1 dialer was accepted by default");

@@ -98,8 +98,5 @@ fn two_httpd_by_two_backends() {
             "2 httpd × 2 backends: {served}/{served} requests served (each httpd reached both backends, also through one balancer); agent threads: {threads_one} with 1 front end, {threads_two} (and {threads_two_b}) with 2"
         ),
     );
-    assert!(
-        threads_two <= threads_one,
-        "agent threads grew with the front ends: {threads_one} → {threads_two}"
-    );
+    assert!(threads_two <= threads_one, "agent threads grew with the front ends: {threads_one} → {threads_two}");
 }

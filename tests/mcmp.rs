@@ -59,10 +59,8 @@ fn raw_request(port: u16, bytes: &[u8]) -> McmpResp {
     let head = String::from_utf8_lossy(&buf[..end]).to_string();
     let mut lines = head.split("\r\n");
     let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).collect();
     McmpResp { status, headers, body: String::from_utf8_lossy(&buf[end + 4..]).to_string() }
 }
 
@@ -100,7 +98,11 @@ fn front(extra: &str, mpm_settings: Option<&str>) -> Front {
              ProxyPass \"/app/\" \"balancer://mycluster/\"\n\
              <Location \"/mcmp\">\n    SetHandler proxy-reversed-mcmp\n</Location>\n{STATUS_LOCATION}"
         ))
-        .conf(&format!("ProxyReversedNodeSecret node1 {}\nProxyReversedNodeSecret java1 {}", secret.display(), secret.display()))
+        .conf(&format!(
+            "ProxyReversedNodeSecret node1 {}\nProxyReversedNodeSecret java1 {}",
+            secret.display(),
+            secret.display()
+        ))
         .start();
     Front { h, secret, first, last }
 }
@@ -225,16 +227,64 @@ fn malformed_mcmp_requests_get_mcmp_errors_and_change_nothing() {
     let table: Vec<(&str, &str, String, &str, &str)> = vec![
         ("CONFIG", "/mcmp", format!("Host=127.0.0.1&Port={p}&Reversed=true"), "SYNTAX", "JVMRoute can't be empty"),
         ("CONFIG", "/mcmp", format!("JVMRoute=no%3Cde&Port={p}&Reversed=true"), "SYNTAX", "Can't parse MCMP message"),
-        ("CONFIG", "/mcmp", format!("JVMRoute=node1&Balancer={}&Port={p}&Reversed=true", "b".repeat(41)), "SYNTAX", "Balancer field too big"),
-        ("CONFIG", "/mcmp", format!("JVMRoute=node1&Host={}&Reversed=true", "h".repeat(70)), "SYNTAX", "Host field too big"),
+        (
+            "CONFIG",
+            "/mcmp",
+            format!("JVMRoute=node1&Balancer={}&Port={p}&Reversed=true", "b".repeat(41)),
+            "SYNTAX",
+            "Balancer field too big",
+        ),
+        (
+            "CONFIG",
+            "/mcmp",
+            format!("JVMRoute=node1&Host={}&Reversed=true", "h".repeat(70)),
+            "SYNTAX",
+            "Host field too big",
+        ),
         ("CONFIG", "/mcmp", format!("{good}&Alias=localhost"), "SYNTAX", "Alias without Context"),
         ("CONFIG", "/mcmp", format!("{good}&Context=/x"), "SYNTAX", "Context without Alias"),
-        ("CONFIG", "/mcmp", format!("JVMRoute=node1&Host=127.0.0.1&Port={p}&Type=ajp"), "GENERAL", "forward nodes need mod_cluster"),
-        ("CONFIG", "/mcmp", format!("JVMRoute=node1&Host=127.0.0.1&Port={p}&Reversed=maybe"), "SYNTAX", "Reversed field has bad value"),
-        ("CONFIG", "/mcmp", format!("JVMRoute=stranger&Host=127.0.0.1&Port={p}&Reversed=yes"), "GENERAL", "no secret is configured"),
-        ("CONFIG", "/mcmp", format!("JVMRoute=node1&Host=127.0.0.1&Port={}&Reversed=yes", f.last - 1), "GENERAL", "outside the ports"),
-        ("CONFIG", "/mcmp", format!("JVMRoute=node1&Host=127.0.0.9&Port={p}&Reversed=yes"), "GENERAL", "outside the ports"),
-        ("CONFIG", "/mcmp", format!("JVMRoute=node1&Host=example.com&Port={p}&Reversed=yes"), "GENERAL", "not an IP address"),
+        (
+            "CONFIG",
+            "/mcmp",
+            format!("JVMRoute=node1&Host=127.0.0.1&Port={p}&Type=ajp"),
+            "GENERAL",
+            "forward nodes need mod_cluster",
+        ),
+        (
+            "CONFIG",
+            "/mcmp",
+            format!("JVMRoute=node1&Host=127.0.0.1&Port={p}&Reversed=maybe"),
+            "SYNTAX",
+            "Reversed field has bad value",
+        ),
+        (
+            "CONFIG",
+            "/mcmp",
+            format!("JVMRoute=stranger&Host=127.0.0.1&Port={p}&Reversed=yes"),
+            "GENERAL",
+            "no secret is configured",
+        ),
+        (
+            "CONFIG",
+            "/mcmp",
+            format!("JVMRoute=node1&Host=127.0.0.1&Port={}&Reversed=yes", f.last - 1),
+            "GENERAL",
+            "outside the ports",
+        ),
+        (
+            "CONFIG",
+            "/mcmp",
+            format!("JVMRoute=node1&Host=127.0.0.9&Port={p}&Reversed=yes"),
+            "GENERAL",
+            "outside the ports",
+        ),
+        (
+            "CONFIG",
+            "/mcmp",
+            format!("JVMRoute=node1&Host=example.com&Port={p}&Reversed=yes"),
+            "GENERAL",
+            "not an IP address",
+        ),
         ("CONFIG", "/mcmp", format!("{good}&Type=fcgi"), "GENERAL", "not supported for reversed nodes"),
         ("CONFIG", "/mcmp", format!("{good}&Balancer=nosuch"), "GENERAL", "balancer://nosuch does not exist"),
         ("FROBNICATE", "/mcmp", good.clone(), "SYNTAX", "Command is not supported"),

@@ -129,8 +129,10 @@ fn module_metrics_count_what_happened() {
         let web1 = [("node", "web1")];
         m.get("proxy_reversed_connections_retired_total", &[("node", "web1"), ("reason", "after_use")]) == Some(5.0)
             && m.get("proxy_reversed_idle_connections_current", &web1) == Some(4.0)
-            && m.get("proxy_reversed_handshakes_total", &[("node", "web1"), ("result", "rejected"), ("reason", "malformed")])
-                == Some(1.0)
+            && m.get(
+                "proxy_reversed_handshakes_total",
+                &[("node", "web1"), ("result", "rejected"), ("reason", "malformed")],
+            ) == Some(1.0)
     });
     assert!(settled, "metrics did not settle: {m:#?}");
 
@@ -142,10 +144,17 @@ fn module_metrics_count_what_happened() {
     assert_eq!(m.must("proxy_reversed_used_connections_current", &web1), 0.0);
     assert_eq!(m.must("proxy_reversed_idle_connections_current", &dead1), 0.0);
     // 4 at start and one replacement per used link.
-    let accepted = m.must("proxy_reversed_handshakes_total", &[("node", "web1"), ("result", "accepted"), ("reason", "ok")]);
+    let accepted =
+        m.must("proxy_reversed_handshakes_total", &[("node", "web1"), ("result", "accepted"), ("reason", "ok")]);
     assert!((9.0..=10.0).contains(&accepted), "accepted handshakes: {accepted}");
-    assert_eq!(m.must("proxy_reversed_handshakes_total", &[("node", "web1"), ("result", "rejected"), ("reason", "bad_proof")]), 0.0);
-    assert_eq!(m.must("proxy_reversed_connections_retired_total", &[("node", "web1"), ("reason", "dialer_closed")]), 0.0);
+    assert_eq!(
+        m.must("proxy_reversed_handshakes_total", &[("node", "web1"), ("result", "rejected"), ("reason", "bad_proof")]),
+        0.0
+    );
+    assert_eq!(
+        m.must("proxy_reversed_connections_retired_total", &[("node", "web1"), ("reason", "dialer_closed")]),
+        0.0
+    );
     assert_eq!(m.must("proxy_reversed_ping_failures_total", &web1), 0.0);
     assert_eq!(m.must("proxy_reversed_requests_unavailable_total", &web1), 0.0);
     assert_eq!(m.must("proxy_reversed_requests_unavailable_total", &dead1), 3.0);
@@ -169,7 +178,10 @@ fn module_metrics_count_what_happened() {
         m.get("proxy_reversed_idle_connections_current", &web1) == Some(0.0)
     });
     assert!(ok, "idle links stayed after the agent stopped: {m:#?}");
-    assert_eq!(m.must("proxy_reversed_connections_retired_total", &[("node", "web1"), ("reason", "dialer_closed")]), 4.0);
+    assert_eq!(
+        m.must("proxy_reversed_connections_retired_total", &[("node", "web1"), ("reason", "dialer_closed")]),
+        4.0
+    );
     assert_eq!(m.must("proxy_reversed_connections_retired_total", &[("node", "web1"), ("reason", "after_use")]), 5.0);
     eprintln!("FIGURE metrics | module: accepted {accepted}, dead1 wait sum {sum:.3} s over 3 requests");
 }
@@ -201,10 +213,8 @@ fn agent_metrics_follow_dials_splices_and_registration() {
         .start();
     // The backend: the agent's responder on a listening socket (an ordinary HTTP server).
     let backend_port = free_port();
-    let _backend = Agent::spawn(
-        Some(h.dir()),
-        &["--respond".into(), "--listen".into(), format!("127.0.0.1:{backend_port}")],
-    );
+    let _backend =
+        Agent::spawn(Some(h.dir()), &["--respond".into(), "--listen".into(), format!("127.0.0.1:{backend_port}")]);
     // A second front end where nothing listens: its dials fail and back off.
     let dead_port = free_port();
     let metrics_port = free_port();
@@ -251,10 +261,17 @@ fn agent_metrics_follow_dials_splices_and_registration() {
     // included), maybe one more while httpd's child refused at first.
     let ok = m.must("reversed_agent_dials_total", &[("frontend", &fe1), ("result", "accepted"), ("reason", "ok")]);
     assert!((6.0..=8.0).contains(&ok), "accepted dials of {fe1}: {ok}");
-    let failed = m.must("reversed_agent_dials_total", &[("frontend", &fe2), ("result", "failed"), ("reason", "network")]);
+    let failed =
+        m.must("reversed_agent_dials_total", &[("frontend", &fe2), ("result", "failed"), ("reason", "network")]);
     assert!(failed >= 2.0, "failed dials of {fe2}: {failed}");
-    assert_eq!(m.must("reversed_agent_dials_total", &[("frontend", &fe2), ("result", "accepted"), ("reason", "ok")]), 0.0);
-    assert_eq!(m.must("reversed_agent_dials_total", &[("frontend", &fe1), ("result", "failed"), ("reason", "auth")]), 0.0);
+    assert_eq!(
+        m.must("reversed_agent_dials_total", &[("frontend", &fe2), ("result", "accepted"), ("reason", "ok")]),
+        0.0
+    );
+    assert_eq!(
+        m.must("reversed_agent_dials_total", &[("frontend", &fe1), ("result", "failed"), ("reason", "auth")]),
+        0.0
+    );
     // Four responses of 1024 bytes each (plus their heads) went to httpd.
     let down = m.must("reversed_agent_spliced_bytes_total", &[("direction", "to_httpd")]);
     let up = m.must("reversed_agent_spliced_bytes_total", &[("direction", "to_backend")]);
@@ -278,5 +295,7 @@ fn agent_metrics_follow_dials_splices_and_registration() {
     assert!((2.0..=3.0).contains(&live), "live links of node1: {live}");
     assert_eq!(mm.must("proxy_reversed_idle_connections_current", &[("node", "node1")]), 2.0);
     assert_eq!(mm.must("proxy_reversed_connections_retired_total", &[("node", "node1"), ("reason", "after_use")]), 4.0);
-    eprintln!("FIGURE metrics | agent: {ok} accepted dials, {failed} failed, {down} bytes to httpd, {up} to the backend");
+    eprintln!(
+        "FIGURE metrics | agent: {ok} accepted dials, {failed} failed, {down} bytes to httpd, {up} to the backend"
+    );
 }

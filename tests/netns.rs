@@ -103,7 +103,10 @@ fn firewall_forbids_forward_but_reversed_serves() {
     let app_url = h.url("/app/hello");
     // Without the firewall the forward path works (the test's control).
     assert!(
-        wait_until(Duration::from_secs(10), || matches!(get_in(&front, fwd_url.clone(), Duration::from_secs(5)), Ok(r) if r.status == 200)),
+        wait_until(
+            Duration::from_secs(10),
+            || matches!(get_in(&front, fwd_url.clone(), Duration::from_secs(5)), Ok(r) if r.status == 200)
+        ),
         "the forward path does not work even without the firewall"
     );
 
@@ -152,7 +155,8 @@ fn firewall_forbids_forward_but_reversed_serves() {
     // The forward path is still closed.
     let r = get_in(&front, fwd_url, Duration::from_secs(15)).unwrap();
     assert_eq!(r.status, 503);
-    let counters = run(&["ip", "netns", "exec", &app, "nft", "list", "chain", "inet", "mprfw", "input"], None).unwrap_or_default();
+    let counters =
+        run(&["ip", "netns", "exec", &app, "nft", "list", "chain", "inet", "mprfw", "input"], None).unwrap_or_default();
     let dropped = counters
         .lines()
         .find(|l| l.contains("drop"))

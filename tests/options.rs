@@ -12,10 +12,7 @@ const SECRET: &str = "options secret 0123456789abcdef";
 #[test]
 fn auth_none_node_serves_agent_without_handshake() {
     let ajp = RNode::new("open1", "ajp", "127.0.0.2:1", 4);
-    let h = Httpd::builder(Mpm::Event)
-        .conf(&ajp.conf("auth=none wait=2s"))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = Httpd::builder(Mpm::Event).conf(&ajp.conf("auth=none wait=2s")).conf(STATUS_LOCATION).start();
     let _a = AgentArgs::respond(&ajp.name, None, &ajp.range()).idle(4).spawn(Some(h.dir()));
     wait_all_idle(&h, &["open1"], Duration::from_secs(15));
     for i in 0..10 {
@@ -87,10 +84,7 @@ fn maxidle_caps_idle_connections_per_child() {
     let ajp = RNode::new("ajp1", "ajp", "127.0.0.2:1", 4);
     let b = Httpd::builder(Mpm::Event);
     let secret = b.secret("secret", SECRET);
-    let h = b
-        .conf(&ajp.conf(&format!("secret={} wait=2s maxidle=3", secret.display())))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&ajp.conf(&format!("secret={} wait=2s maxidle=3", secret.display()))).conf(STATUS_LOCATION).start();
     // The agent wants 32 idle connections over the range; each child keeps 3.
     let _a = AgentArgs::respond(&ajp.name, Some(&secret), &ajp.range()).idle(32).spawn(Some(h.dir()));
     let mut last = Err(String::new());

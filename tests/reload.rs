@@ -60,7 +60,9 @@ fn sighup_swaps_front_ends_and_idle_without_dropping_busy_links() {
         let t = Instant::now();
         (get(&url), t.elapsed())
     });
-    assert!(wait_until(Duration::from_secs(5), || status_json(&a).is_ok_and(|s| s.nodes("app1").any(|(_, n)| n.busy == 1))));
+    assert!(
+        wait_until(Duration::from_secs(5), || status_json(&a).is_ok_and(|s| s.nodes("app1").any(|(_, n)| n.busy == 1)))
+    );
 
     write_config(&cfg, &secret, &node_b.range(), "idle = 3", metrics);
     hup(&agent);
@@ -92,10 +94,13 @@ fn sighup_swaps_front_ends_and_idle_without_dropping_busy_links() {
     assert!(m.contains(&target_b), "{m}");
 
     // A setting that needs a restart is refused too.
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("idel = 5", "idle = 3\nbody_size = 10")).unwrap();
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("idel = 5", "idle = 3\nbody_size = 10"))
+        .unwrap();
     hup(&agent);
     assert!(
-        wait_until(Duration::from_secs(5), || agent.log().contains("backend/respond/echo/body_size cannot change while the agent runs")),
+        wait_until(Duration::from_secs(5), || agent
+            .log()
+            .contains("backend/respond/echo/body_size cannot change while the agent runs")),
         "{}",
         agent.log()
     );

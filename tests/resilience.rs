@@ -39,17 +39,18 @@ fn graceful_restarts_under_load(mpm: Mpm, rounds: usize) {
     let ajp = RNode::new("ajp1", "ajp", "127.0.0.2:1", nports);
     let b = Httpd::builder(mpm);
     let secret = b.secret("secret", SECRET);
-    let h = b
-        .conf(&ajp.conf(&format!("secret={} wait=2s", secret.display())))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&ajp.conf(&format!("secret={} wait=2s", secret.display()))).conf(STATUS_LOCATION).start();
     let idle = 2 * mpm.max_children() as u32;
     let _a = AgentArgs::respond(&ajp.name, Some(&secret), &ajp.range()).idle(idle).spawn(Some(h.dir()));
     wait_all_idle(&h, &["ajp1"], Duration::from_secs(15));
 
     let load = Load::start(
         vec![ajp.url_on(&h, "load/a"), ajp.url_on(&h, "sleep/20")],
-        LoadOpts { threads: if mpm == Mpm::Prefork { 4 } else { 6 }, duration: Duration::from_secs(300), ..Default::default() },
+        LoadOpts {
+            threads: if mpm == Mpm::Prefork { 4 } else { 6 },
+            duration: Duration::from_secs(300),
+            ..Default::default()
+        },
     );
     std::thread::sleep(Duration::from_millis(500));
     let mut took = Vec::new();
@@ -113,10 +114,7 @@ fn kill9_child_under_load() {
          MaxRequestWorkers 64\nMinSpareThreads 32\nMaxSpareThreads 64\nMaxConnectionsPerChild 0\n",
     );
     let secret = b.secret("secret", SECRET);
-    let h = b
-        .conf(&ajp.conf(&format!("secret={} wait=2s", secret.display())))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&ajp.conf(&format!("secret={} wait=2s", secret.display()))).conf(STATUS_LOCATION).start();
     let _a = AgentArgs::respond(&ajp.name, Some(&secret), &ajp.range()).idle(16).spawn(Some(h.dir()));
     let st = wait_all_idle(&h, &["ajp1"], Duration::from_secs(15));
     assert!(st.children.len() >= 2, "{st:?}");
@@ -151,7 +149,10 @@ fn kill9_child_under_load() {
     let rep = load.stop();
     let inflight: usize = kills.iter().map(|t| rep.in_flight_at(*t).len()).sum();
     let failures = rep.failures();
-    let late: Vec<_> = failures.iter().filter(|s| !kills.iter().any(|k| s.start <= *k + Duration::from_millis(20) && s.end >= *k)).collect();
+    let late: Vec<_> = failures
+        .iter()
+        .filter(|s| !kills.iter().any(|k| s.start <= *k + Duration::from_millis(20) && s.end >= *k))
+        .collect();
     figure(
         "kill9-child",
         &format!(
@@ -180,10 +181,7 @@ fn agent_kill_and_restart_under_load() {
     let b = Httpd::builder(Mpm::Event);
     let secret = b.secret("secret", SECRET);
     let wait = Duration::from_secs(1);
-    let h = b
-        .conf(&ajp.conf(&format!("secret={} wait=1s", secret.display())))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&ajp.conf(&format!("secret={} wait=1s", secret.display()))).conf(STATUS_LOCATION).start();
     let args = AgentArgs::respond(&ajp.name, Some(&secret), &ajp.range()).idle(16);
     let mut a = args.spawn(Some(h.dir()));
     wait_all_idle(&h, &["ajp1"], Duration::from_secs(15));
@@ -201,25 +199,13 @@ fn agent_kill_and_restart_under_load() {
     let rep = load.stop();
 
     // While no connection exists: prompt 503s.
-    let down: Vec<_> = rep
-        .samples
-        .iter()
-        .filter(|s| s.start >= t_kill + Duration::from_millis(300) && s.end <= t_up)
-        .collect();
-    let bad_down: Vec<_> = down
-        .iter()
-        .filter(|s| s.outcome != Ok(503) || s.took() > wait + Duration::from_millis(500))
-        .collect();
+    let down: Vec<_> =
+        rep.samples.iter().filter(|s| s.start >= t_kill + Duration::from_millis(300) && s.end <= t_up).collect();
+    let bad_down: Vec<_> =
+        down.iter().filter(|s| s.outcome != Ok(503) || s.took() > wait + Duration::from_millis(500)).collect();
     let max_503 = down.iter().map(|s| s.took()).max().unwrap_or_default();
     // Full service: the first instant after which every request succeeded.
-    let recovered_at = rep
-        .samples
-        .iter()
-        .rev()
-        .take_while(|s| s.ok())
-        .last()
-        .map(|s| s.start)
-        .unwrap_or(rep.elapsed);
+    let recovered_at = rep.samples.iter().rev().take_while(|s| s.ok()).last().map(|s| s.start).unwrap_or(rep.elapsed);
     let recovery = recovered_at.saturating_sub(t_up);
     let first_ok = rep.samples.iter().filter(|s| s.start >= t_kill && s.ok()).map(|s| s.end).min();
     let at_kill = rep.in_flight_at(t_kill).iter().filter(|s| !s.ok()).count();
@@ -237,7 +223,11 @@ fn agent_kill_and_restart_under_load() {
         ),
     );
     assert!(down.len() >= 5, "too few requests while the agent was down: {}", rep.summary());
-    assert!(bad_down.is_empty(), "requests while down that were not a prompt 503: {:?}", &bad_down[..bad_down.len().min(10)]);
+    assert!(
+        bad_down.is_empty(),
+        "requests while down that were not a prompt 503: {:?}",
+        &bad_down[..bad_down.len().min(10)]
+    );
     assert!(recovery <= Duration::from_secs(1), "full service returned {recovery:?} after the agent restart");
     assert!(rep.samples.iter().filter(|s| s.start >= t_up + Duration::from_secs(1)).count() > 20);
 }
@@ -257,19 +247,25 @@ fn tomcat_restart_behind_the_agent() {
     let ajp = RNode::new("tc1", "ajp", "127.0.0.2:1", 8);
     let b = Httpd::builder(Mpm::Event);
     let secret = b.secret("secret", SECRET);
-    let h = b
-        .conf(&ajp.conf(&format!("secret={} wait=1s", secret.display())))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&ajp.conf(&format!("secret={} wait=1s", secret.display()))).conf(STATUS_LOCATION).start();
     let _a = AgentArgs::backend(&ajp.name, Some(&secret), &ajp.range(), &format!("127.0.0.1:{port}"))
         .idle(16)
         .spawn(Some(h.dir()));
     wait_all_idle(&h, &["tc1"], Duration::from_secs(15));
-    assert!(wait_until(Duration::from_secs(30), || matches!(get(&ajp.url_on(&h, "hello.txt")), Ok(r) if r.status == 200)));
+    assert!(wait_until(
+        Duration::from_secs(30),
+        || matches!(get(&ajp.url_on(&h, "hello.txt")), Ok(r) if r.status == 200)
+    ));
     let timeout = Duration::from_secs(10);
     let load = Load::start(
         vec![ajp.url_on(&h, "hello.txt")],
-        LoadOpts { threads: 4, pace: Duration::from_millis(5), timeout, duration: Duration::from_secs(120), ..Default::default() },
+        LoadOpts {
+            threads: 4,
+            pace: Duration::from_millis(5),
+            timeout,
+            duration: Duration::from_secs(120),
+            ..Default::default()
+        },
     );
     std::thread::sleep(Duration::from_secs(2));
     let t_down = load.now();
@@ -300,7 +296,11 @@ fn tomcat_restart_behind_the_agent() {
     assert!(ok, "no success after Tomcat came back: {}", rep.summary());
     assert!(hung.is_empty(), "requests hung: {:?}", &hung[..hung.len().min(5)]);
     assert!(errors.is_empty(), "transport errors (hung or reset): {:?}", &errors[..errors.len().min(5)]);
-    assert!(recovered_at <= t_back + Duration::from_secs(3), "service back {:?} after Tomcat", recovered_at.saturating_sub(t_back));
+    assert!(
+        recovered_at <= t_back + Duration::from_secs(3),
+        "service back {:?} after Tomcat",
+        recovered_at.saturating_sub(t_back)
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -373,7 +373,12 @@ fn partial_response(scheme: &str) -> Vec<u8> {
 
 /// One misbehaving dialer: authenticates, takes one request, misbehaves.
 /// Returns whether httpd closed the connection afterwards (within 15 s).
-fn misbehaving_dialer(port: u16, node: &str, scheme: &'static str, how: Misbehave) -> std::thread::JoinHandle<Result<bool, String>> {
+fn misbehaving_dialer(
+    port: u16,
+    node: &str,
+    scheme: &'static str,
+    how: Misbehave,
+) -> std::thread::JoinHandle<Result<bool, String>> {
     let mut s = raw_dial(port, node, SECRET.as_bytes(), Duration::from_secs(5)).expect("raw dialer handshake");
     std::thread::spawn(move || {
         read_request(&mut s, scheme)?;

@@ -18,10 +18,7 @@ fn dropped_request(path: &str) -> (u16, bool, Vec<u8>) {
     let node = RNode::new("retry1", "ajp", "127.0.0.2:1", 1);
     let b = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD);
     let secret = b.secret("secret", SECRET);
-    let h = b
-        .conf(&node.conf(&format!("secret={} wait=2s", secret.display())))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&node.conf(&format!("secret={} wait=2s", secret.display()))).conf(STATUS_LOCATION).start();
     let _agent = AgentArgs::respond("retry1", Some(&secret), &node.range()).idle(2).spawn(Some(h.dir()));
     assert!(wait_until(Duration::from_secs(10), || status_json(&h).is_ok_and(|s| s.idle("retry1") >= 2)));
 

@@ -15,11 +15,7 @@ const SERVER_STATUS: &str = "<Location \"/server-status\">\n    SetHandler serve
 fn auto_lines(h: &Httpd) -> BTreeMap<String, String> {
     let r = get(&h.url("/server-status?auto")).expect("GET /server-status?auto");
     assert_eq!(r.status, 200);
-    r.text()
-        .lines()
-        .filter_map(|l| l.split_once(": "))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    r.text().lines().filter_map(|l| l.split_once(": ")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn start(extended: bool) -> (Httpd, RNode, RNode, Agent) {

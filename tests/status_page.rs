@@ -142,11 +142,7 @@ fn html_status_page_renders_in_chromium() {
     assert!(!dom.contains("<script"), "the page needs no JavaScript");
 
     let shot = h.dir().join("status-page.png");
-    run_chromium(
-        &bin,
-        &profile,
-        &[format!("--screenshot={}", shot.display()), "--window-size=1280,720".into(), url],
-    );
+    run_chromium(&bin, &profile, &[format!("--screenshot={}", shot.display()), "--window-size=1280,720".into(), url]);
     let png = std::fs::read(&shot).expect("no screenshot written");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     assert!(png.len() > 10_000, "a {} byte screenshot is too small to show the tables", png.len());
@@ -154,5 +150,9 @@ fn html_status_page_renders_in_chromium() {
     if let Some(k) = &keep {
         std::fs::copy(&shot, k).unwrap();
     }
-    eprintln!("FIGURE status_page | screenshot {} bytes{}", png.len(), keep.map(|k| format!(", kept at {}", k.display())).unwrap_or_default());
+    eprintln!(
+        "FIGURE status_page | screenshot {} bytes{}",
+        png.len(),
+        keep.map(|k| format!(", kept at {}", k.display())).unwrap_or_default()
+    );
 }

@@ -20,7 +20,8 @@ fn messages(sock: &UnixDatagram, d: Duration, until: &str) -> String {
     let mut all = String::new();
     let mut buf = [0u8; 4096];
     while Instant::now() < end && !all.contains(until) {
-        sock.set_read_timeout(Some(end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))).unwrap();
+        sock.set_read_timeout(Some(end.saturating_duration_since(Instant::now()).max(Duration::from_millis(1))))
+            .unwrap();
         if let Ok(n) = sock.recv(&mut buf) {
             all.push_str(&String::from_utf8_lossy(&buf[..n]));
             all.push('\n');

@@ -15,14 +15,9 @@ fn tomcat_through_reversed_ajp() {
     let node = RNode::new("tc1", "ajp", "127.0.0.2:1", 6);
     let b = Httpd::builder(Mpm::Event);
     let secret = b.secret("secret", "tomcat test secret, long enough");
-    let h = b
-        .conf(&node.conf(&format!("secret={} wait=3s", secret.display())))
-        .conf(STATUS_LOCATION)
-        .start();
+    let h = b.conf(&node.conf(&format!("secret={} wait=3s", secret.display()))).conf(STATUS_LOCATION).start();
     let backend = format!("127.0.0.1:{}", tc.ajp_port);
-    let _a = AgentArgs::backend(&node.name, Some(&secret), &node.range(), &backend)
-        .idle(4)
-        .spawn(Some(h.dir()));
+    let _a = AgentArgs::backend(&node.name, Some(&secret), &node.range(), &backend).idle(4).spawn(Some(h.dir()));
     wait_all_idle(&h, &["tc1"], Duration::from_secs(20));
 
     let r = get(&node.url_on(&h, "hello.txt")).unwrap();

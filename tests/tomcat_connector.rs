@@ -6,9 +6,9 @@
 
 mod common;
 
+use common::load::{Load, LoadOpts};
 use common::tomcat::*;
 use common::*;
-use common::load::{Load, LoadOpts};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "in-tomcat connector test secret, long enough";
@@ -46,7 +46,11 @@ fn exercise(h: &Httpd, node: &RNode) -> String {
     let r = get_with(&client(Duration::from_secs(60)), &node.url_on(h, "hello.jsp")).unwrap();
     assert_eq!((r.status, r.text().trim().to_string()), (200, "answer=42 method=GET".to_string()), "{what}: hello.jsp");
     let r = post(&node.url_on(h, "hello.jsp"), b"a=1").unwrap();
-    assert_eq!((r.status, r.text().trim().to_string()), (200, "answer=42 method=POST".to_string()), "{what}: POST hello.jsp");
+    assert_eq!(
+        (r.status, r.text().trim().to_string()),
+        (200, "answer=42 method=POST".to_string()),
+        "{what}: POST hello.jsp"
+    );
     let r = get(&node.url_on(h, "no-such-file.txt")).unwrap();
     assert_eq!(r.status, 404, "{what}: Tomcat's 404 passes through");
 
@@ -95,7 +99,12 @@ fn exercise(h: &Httpd, node: &RNode) -> String {
     }
     let conc = t.elapsed();
     let total = clients * per;
-    assert!(errs.is_empty(), "{what}: {} of {total} concurrent requests failed: {:?}", errs.len(), &errs[..errs.len().min(5)]);
+    assert!(
+        errs.is_empty(),
+        "{what}: {} of {total} concurrent requests failed: {:?}",
+        errs.len(),
+        &errs[..errs.len().min(5)]
+    );
     format!(
         "static + JSP GET/POST + 404 OK; 10 MiB POST echoed in {} ms, sha256 equal; {clients} concurrent clients: {total}/{total} OK in {} ms ({:.0} req/s)",
         ms(big),
@@ -166,7 +175,10 @@ fn ajp_and_http_under_event_and_prefork() {
     assert!(!log.contains("SEVERE"), "Tomcat logged errors:\n{}", log);
     figure(
         "tomcat-connector-threads",
-        &format!("Tomcat JVM threads with 4 connectors idle: {threads_idle}, after the load: {}", proc_threads(tc.pid()).unwrap_or(0)),
+        &format!(
+            "Tomcat JVM threads with 4 connectors idle: {threads_idle}, after the load: {}",
+            proc_threads(tc.pid()).unwrap_or(0)
+        ),
     );
 }
 
@@ -312,7 +324,10 @@ fn two_front_ends_served_by_one_tomcat() {
     assert!(tc.log().contains(&format!("127.0.0.1:{}-{}", n2.first, n2.last)));
     figure(
         "tomcat-connector-two-front-ends",
-        &format!("one connector, two httpds: {}/{} and {}/{} requests served; links accepted {a1} and {a2}", served[0], 20, served[1], 20),
+        &format!(
+            "one connector, two httpds: {}/{} and {}/{} requests served; links accepted {a1} and {a2}",
+            served[0], 20, served[1], 20
+        ),
     );
 }
 
@@ -329,7 +344,8 @@ fn idle_links_answer_httpds_pings_themselves() {
         .conf(&node.conf(&format!("secret={} wait=2s ping=250ms pingtimeout=200ms", secret.display())))
         .conf(STATUS_LOCATION)
         .start();
-    let tc = ReversedTomcat::start(&[Conn::for_node(&node, &secret).attr("idleConnections", "4")
+    let tc = ReversedTomcat::start(&[Conn::for_node(&node, &secret)
+        .attr("idleConnections", "4")
         // Tomcat's own timeouts, short: they must not touch links waiting for a request.
         .attr("connectionTimeout", "500")
         .attr("keepAliveTimeout", "500")]);
@@ -374,7 +390,11 @@ fn graceful_restarts_under_load(mpm: Mpm, rounds: usize) {
     assert_eq!(get_with(&client(Duration::from_secs(60)), &sleep_url).unwrap().status, 200, "sleep.jsp compiles");
     let load = Load::start(
         vec![node.url_on(&h, "hello.txt"), sleep_url],
-        LoadOpts { threads: if mpm == Mpm::Prefork { 4 } else { 6 }, duration: Duration::from_secs(300), ..Default::default() },
+        LoadOpts {
+            threads: if mpm == Mpm::Prefork { 4 } else { 6 },
+            duration: Duration::from_secs(300),
+            ..Default::default()
+        },
     );
     std::thread::sleep(Duration::from_millis(500));
     let mut took = Vec::new();
@@ -516,7 +536,9 @@ fn idle_links_footprint(links: u32) -> (u64, u64, Duration) {
         .attr("idleConnections", &links.to_string())]);
     let t = Instant::now();
     for h in [&h1, &h2] {
-        let ok = wait_until(Duration::from_secs(60), || status_json(h).map(|s| s.idle("tc-idle") >= links as u64).unwrap_or(false));
+        let ok = wait_until(Duration::from_secs(60), || {
+            status_json(h).map(|s| s.idle("tc-idle") >= links as u64).unwrap_or(false)
+        });
         assert!(ok, "{links} idle links not reached: {:?}", status_json(h));
     }
     let fill = t.elapsed();
@@ -623,7 +645,11 @@ fn httpd_full_restart_is_found_again() {
     let served = served.expect("not served within 15 s of httpd's new start");
     figure(
         "tomcat-connector-httpd-restart",
-        &format!("httpd stopped 3 s, started again (up after {} ms): first 200 {} ms after the start (maxBackoff=2000)", ms(up), ms(served)),
+        &format!(
+            "httpd stopped 3 s, started again (up after {} ms): first 200 {} ms after the start (maxBackoff=2000)",
+            ms(up),
+            ms(served)
+        ),
     );
     assert!(served <= Duration::from_millis(2000 + 2000), "served {served:?} after httpd's start");
     assert!(tc.log().contains("OK again after"), "the connector did not report the recovery");

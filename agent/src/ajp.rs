@@ -103,8 +103,7 @@ impl<'a> Reader<'a> {
         if end > self.b.len() {
             return Err(AjpError::Truncated);
         }
-        let s = std::str::from_utf8(&self.b[self.pos..self.pos + len])
-            .map_err(|_| AjpError::BadUtf8)?;
+        let s = std::str::from_utf8(&self.b[self.pos..self.pos + len]).map_err(|_| AjpError::BadUtf8)?;
         self.pos = end;
         Ok(Some(s.to_owned()))
     }
@@ -175,24 +174,16 @@ pub struct ForwardRequest {
 
 impl ForwardRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
     pub fn content_length(&self) -> Result<Option<u64>, AjpError> {
         match self.header("content-length") {
             None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| AjpError::BadContentLength),
+            Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| AjpError::BadContentLength),
         }
     }
     pub fn is_chunked(&self) -> bool {
-        self.header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+        self.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
     }
 }
 
@@ -357,19 +348,9 @@ pub mod client {
 
     pub fn forward_request(r: &ForwardRequest) -> Vec<u8> {
         let mut p = vec![CODE_FORWARD_REQUEST];
-        let m = METHODS
-            .iter()
-            .position(|m| *m == r.method)
-            .map(|i| i as u8 + 1)
-            .unwrap_or(0xFF);
+        let m = METHODS.iter().position(|m| *m == r.method).map(|i| i as u8 + 1).unwrap_or(0xFF);
         p.push(m);
-        for s in [
-            &r.protocol,
-            &r.uri,
-            &r.remote_addr,
-            &r.remote_host,
-            &r.server_name,
-        ] {
+        for s in [&r.protocol, &r.uri, &r.remote_addr, &r.remote_host, &r.server_name] {
             put_string(&mut p, s);
         }
         p.extend_from_slice(&r.server_port.to_be_bytes());
@@ -420,10 +401,7 @@ pub mod client {
             server_name: "localhost".into(),
             server_port: 80,
             is_ssl: false,
-            headers: headers
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect(),
+            headers: headers.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
             attributes: vec![],
         }
     }
@@ -497,12 +475,7 @@ mod tests {
         let mut r = request(
             "POST",
             "/app/x",
-            &[
-                ("host", "example.org"),
-                ("content-length", "5"),
-                ("x-custom", "v"),
-                ("user-agent", "t"),
-            ],
+            &[("host", "example.org"), ("content-length", "5"), ("x-custom", "v"), ("user-agent", "t")],
         );
         r.is_ssl = true;
         r.attributes = vec![
@@ -531,9 +504,7 @@ mod tests {
             p.extend_from_slice(s.as_bytes());
             p.push(0);
         }
-        p.extend_from_slice(&[
-            0x00, 0x50, 0x00, 0x00, 0x01, 0xA0, 0x0B, 0x00, 0x01, b'h', 0x00, 0xFF,
-        ]);
+        p.extend_from_slice(&[0x00, 0x50, 0x00, 0x00, 0x01, 0xA0, 0x0B, 0x00, 0x01, b'h', 0x00, 0xFF]);
         let r = parse_forward_request(&p).unwrap();
         assert_eq!(r.method, "GET");
         assert_eq!(r.uri, "/");
@@ -551,10 +522,7 @@ mod tests {
         assert_eq!(frame(b"GET /"), Err(AjpError::BadMagic));
         assert_eq!(frame(&[0x12, 0x34, 0x00]), Ok(None));
         assert_eq!(parse_forward_request(&[0x03]), Err(AjpError::BadCode(3)));
-        assert_eq!(
-            parse_forward_request(&[0x02, 0x63]),
-            Err(AjpError::BadCode(0x63))
-        );
+        assert_eq!(parse_forward_request(&[0x02, 0x63]), Err(AjpError::BadCode(0x63)));
         let mut r = request("GET", "/", &[]);
         r.attributes.push((0x0C, String::new(), "s".into()));
         let mut pkt = forward_request(&r);
@@ -567,20 +535,13 @@ mod tests {
             p.extend_from_slice(&[0, 0, 0]);
         }
         p.extend_from_slice(&[0, 80, 0, 0, 1, 0xA0, 0x20, 0, 0, 0, 0xFF]);
-        assert_eq!(
-            parse_forward_request(&p),
-            Err(AjpError::BadHeaderCode(0xA020))
-        );
+        assert_eq!(parse_forward_request(&p), Err(AjpError::BadHeaderCode(0xA020)));
         // String length past the end
-        assert_eq!(
-            parse_forward_request(&[0x02, 0x02, 0x00, 0x10, b'a']),
-            Err(AjpError::Truncated)
-        );
+        assert_eq!(parse_forward_request(&[0x02, 0x02, 0x00, 0x10, b'a']), Err(AjpError::Truncated));
         assert_eq!(body_data(&[0x00]), Err(AjpError::Truncated));
         assert_eq!(body_data(&[0x00, 0x05, 1, 2]), Err(AjpError::Truncated));
         let mut r = request("GET", "/", &[("content-length", "x")]);
-        r.headers
-            .push(("transfer-encoding".into(), "chunked".into()));
+        r.headers.push(("transfer-encoding".into(), "chunked".into()));
         assert_eq!(r.content_length(), Err(AjpError::BadContentLength));
         assert!(r.is_chunked());
     }
@@ -603,14 +564,7 @@ mod tests {
     fn response_encoding() {
         let body: Vec<u8> = (0..20000u32).map(|i| b'a' + (i % 26) as u8).collect();
         let mut out = Vec::new();
-        send_headers(
-            200,
-            "OK",
-            "application/octet-stream",
-            body.len() as u64,
-            &[("X-Responder", "ajp")],
-            &mut out,
-        );
+        send_headers(200, "OK", "application/octet-stream", body.len() as u64, &[("X-Responder", "ajp")], &mut out);
         send_body(&body, &mut out);
         end_response(true, &mut out);
         let (r, _) = parse_response(&out).unwrap();

@@ -4,8 +4,8 @@ use std::fmt;
 use std::io;
 
 use reversed_proto::{
-    challenge_ok_len, encode_hello, nonce, parse_challenge, Challenge, PingParams, ProtoError,
-    Refusal, Transcript, Verdict, CHALLENGE_MAX_LEN, CHALLENGE_REFUSE_LEN, VERSION, VERSION_1,
+    challenge_ok_len, encode_hello, nonce, parse_challenge, Challenge, PingParams, ProtoError, Refusal, Transcript,
+    Verdict, CHALLENGE_MAX_LEN, CHALLENGE_REFUSE_LEN, VERSION, VERSION_1,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -33,15 +33,11 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Closed => write!(f, "httpd closed the connection during the handshake"),
             HandshakeError::Proto(e) => write!(f, "handshake protocol error: {e}"),
             HandshakeError::Refused(r) => write!(f, "httpd {}", r.describe()),
-            HandshakeError::Impostor => write!(
-                f,
-                "httpd failed to prove the secret (wrong secret or impostor)"
-            ),
+            HandshakeError::Impostor => write!(f, "httpd failed to prove the secret (wrong secret or impostor)"),
             HandshakeError::Rejected(v) => write!(f, "httpd {}", v.describe()),
-            HandshakeError::OldHttpd => write!(
-                f,
-                "httpd speaks only handshake version 1 (upgrade mod_proxy_reversed there)"
-            ),
+            HandshakeError::OldHttpd => {
+                write!(f, "httpd speaks only handshake version 1 (upgrade mod_proxy_reversed there)")
+            }
             HandshakeError::UnknownVerdict(b) => write!(f, "unknown handshake verdict {b}"),
         }
     }
@@ -216,10 +212,7 @@ mod tests {
         let mut c = TcpStream::connect(addr).await.unwrap();
         let r = dial(&mut c, b"app1", SECRET).await;
         drop(c);
-        let o = tokio::time::timeout(std::time::Duration::from_secs(3), server)
-            .await
-            .unwrap()
-            .unwrap();
+        let o = tokio::time::timeout(std::time::Duration::from_secs(3), server).await.unwrap().unwrap();
         (r, o)
     }
 
@@ -241,30 +234,18 @@ mod tests {
     async fn bad_proof_verdict() {
         // httpd proves itself but rejects us anyway (e.g. rotated secret on one side).
         let (r, _) = run(SECRET, None, Verdict::BadProof).await;
-        assert!(
-            matches!(r, Err(HandshakeError::Rejected(Verdict::BadProof))),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(HandshakeError::Rejected(Verdict::BadProof))), "{r:?}");
         let (r, _) = run(SECRET, None, Verdict::PoolFull).await;
-        assert!(
-            matches!(r, Err(HandshakeError::Rejected(Verdict::PoolFull))),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(HandshakeError::Rejected(Verdict::PoolFull))), "{r:?}");
     }
 
     #[tokio::test]
     async fn refusals() {
         let (r, o) = run(SECRET, Some(Refusal::WrongNode), Verdict::Accepted).await;
-        assert!(
-            matches!(r, Err(HandshakeError::Refused(Refusal::WrongNode))),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(HandshakeError::Refused(Refusal::WrongNode))), "{r:?}");
         assert_eq!(o.unwrap(), Outcome::Refused);
         let (r, _) = run(SECRET, Some(Refusal::ShuttingDown), Verdict::Accepted).await;
-        assert!(
-            matches!(r, Err(HandshakeError::Refused(Refusal::ShuttingDown))),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(HandshakeError::Refused(Refusal::ShuttingDown))), "{r:?}");
     }
 
     #[tokio::test]
@@ -303,10 +284,7 @@ mod tests {
             b.write_all(b"HTTP/1.1 400 Bad Request\r\n").await.unwrap();
         });
         let r = dial(&mut a, b"app1", SECRET).await;
-        assert!(
-            matches!(r, Err(HandshakeError::Proto(ProtoError::BadMagic))),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(HandshakeError::Proto(ProtoError::BadMagic))), "{r:?}");
         t.await.unwrap();
 
         let (mut a, b) = tokio::io::duplex(1024);

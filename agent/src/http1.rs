@@ -59,10 +59,7 @@ pub struct Request {
 impl Request {
     #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -90,10 +87,7 @@ fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
 /// Parses a request head at the start of `buf`. `Ok(None)`: incomplete (read more);
 /// `Ok(Some((req, used)))`: the head took `used` bytes. Leading empty lines are skipped.
 pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> {
-    let skip = buf
-        .iter()
-        .take_while(|&&c| c == b'\r' || c == b'\n')
-        .count();
+    let skip = buf.iter().take_while(|&&c| c == b'\r' || c == b'\n').count();
     let b = &buf[skip..];
     let Some((head_end, total)) = find_head_end(b) else {
         if buf.len() > MAX_HEAD {
@@ -108,8 +102,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> 
     let mut lines = head.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let line = lines.next().ok_or(HttpError::BadRequestLine)?;
     let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(HttpError::BadRequestLine);
     };
@@ -138,10 +131,7 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> 
         if v.bytes().any(|c| (c < b' ' && c != b'\t') || c == 0x7F) {
             return Err(HttpError::BadHeader);
         }
-        headers.push((
-            n.to_ascii_lowercase(),
-            v.trim_matches([' ', '\t']).to_owned(),
-        ));
+        headers.push((n.to_ascii_lowercase(), v.trim_matches([' ', '\t']).to_owned()));
     }
     let mut cl: Option<u64> = None;
     let mut te: Option<String> = None;
@@ -244,13 +234,7 @@ pub struct ChunkedDecoder {
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        ChunkedDecoder {
-            state: ChunkState::Size {
-                digits: 0,
-                value: 0,
-            },
-            trailer_bytes: 0,
-        }
+        ChunkedDecoder { state: ChunkState::Size { digits: 0, value: 0 }, trailer_bytes: 0 }
     }
 }
 
@@ -261,11 +245,7 @@ impl ChunkedDecoder {
 
     /// Decodes from `input`, appending data to `out` (when given); returns the
     /// number of input bytes consumed. Stops right after the final CRLF.
-    pub fn decode(
-        &mut self,
-        input: &[u8],
-        mut out: Option<&mut Vec<u8>>,
-    ) -> Result<usize, HttpError> {
+    pub fn decode(&mut self, input: &[u8], mut out: Option<&mut Vec<u8>>) -> Result<usize, HttpError> {
         let mut i = 0;
         while i < input.len() {
             let c = input[i];
@@ -275,10 +255,7 @@ impl ChunkedDecoder {
                         if digits >= 15 {
                             return Err(HttpError::BadChunk);
                         }
-                        self.state = ChunkState::Size {
-                            digits: digits + 1,
-                            value: value * 16 + d as u64,
-                        };
+                        self.state = ChunkState::Size { digits: digits + 1, value: value * 16 + d as u64 };
                     } else if digits == 0 {
                         return Err(HttpError::BadChunk);
                     } else if c == b';' || c == b' ' || c == b'\t' {
@@ -319,19 +296,12 @@ impl ChunkedDecoder {
                     }
                     i += n;
                     let left = rem - n as u64;
-                    self.state = if left == 0 {
-                        ChunkState::DataCr
-                    } else {
-                        ChunkState::Data(left)
-                    };
+                    self.state = if left == 0 { ChunkState::DataCr } else { ChunkState::Data(left) };
                 }
                 ChunkState::DataCr => {
                     self.state = match c {
                         b'\r' => ChunkState::DataLf,
-                        b'\n' => ChunkState::Size {
-                            digits: 0,
-                            value: 0,
-                        },
+                        b'\n' => ChunkState::Size { digits: 0, value: 0 },
                         _ => return Err(HttpError::BadChunk),
                     };
                     i += 1;
@@ -340,10 +310,7 @@ impl ChunkedDecoder {
                     if c != b'\n' {
                         return Err(HttpError::BadChunk);
                     }
-                    self.state = ChunkState::Size {
-                        digits: 0,
-                        value: 0,
-                    };
+                    self.state = ChunkState::Size { digits: 0, value: 0 };
                     i += 1;
                 }
                 ChunkState::Trailer { line_len } => {
@@ -355,9 +322,7 @@ impl ChunkedDecoder {
                         b'\r' => ChunkState::TrailerLf { line_len },
                         b'\n' if line_len == 0 => ChunkState::Done,
                         b'\n' => ChunkState::Trailer { line_len: 0 },
-                        _ => ChunkState::Trailer {
-                            line_len: line_len + 1,
-                        },
+                        _ => ChunkState::Trailer { line_len: line_len + 1 },
                     };
                     i += 1;
                     if self.state == ChunkState::Done {
@@ -383,11 +348,7 @@ impl ChunkedDecoder {
 
     fn after_size(&mut self, size: u64) {
         self.trailer_bytes = 0;
-        self.state = if size == 0 {
-            ChunkState::Trailer { line_len: 0 }
-        } else {
-            ChunkState::Data(size)
-        };
+        self.state = if size == 0 { ChunkState::Trailer { line_len: 0 } } else { ChunkState::Data(size) };
     }
 }
 
@@ -460,27 +421,17 @@ mod tests {
 
     #[test]
     fn bodies_and_connection_semantics() {
-        let (r, _) = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (r, _) = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n").unwrap().unwrap();
         assert_eq!(r.body, BodyKind::Length(12));
-        let (r, _) = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (r, _) = parse_request(b"POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\n").unwrap().unwrap();
         assert_eq!(r.body, BodyKind::Length(3));
-        let (r, _) = parse_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (r, _) = parse_request(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap().unwrap();
         assert_eq!(r.body, BodyKind::Chunked);
         let (r, _) = parse_request(b"GET / HTTP/1.0\r\n\r\n").unwrap().unwrap();
         assert!(r.close);
-        let (r, _) = parse_request(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let (r, _) = parse_request(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").unwrap().unwrap();
         assert!(!r.close);
-        let (r, _) = parse_request(b"\r\nGET / HTTP/1.1\nExpect: 100-continue\n\n")
-            .unwrap()
-            .unwrap();
+        let (r, _) = parse_request(b"\r\nGET / HTTP/1.1\nExpect: 100-continue\n\n").unwrap().unwrap();
         assert!(r.expect_continue);
     }
 
@@ -491,39 +442,16 @@ mod tests {
             (b"GET  / HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
             (b"GET / HTTP/2.0\r\n\r\n", HttpError::BadVersion),
             (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", HttpError::BadHeader),
-            (
-                b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
-                HttpError::BadHeader,
-            ),
-            (
-                b"GET / HTTP/1.1\r\nBad Name: b\r\n\r\n",
-                HttpError::BadHeader,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-                HttpError::BadContentLength,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                HttpError::BadContentLength,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-                HttpError::BadContentLength,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-                HttpError::BadTransferEncoding,
-            ),
+            (b"GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", HttpError::BadHeader),
+            (b"GET / HTTP/1.1\r\nBad Name: b\r\n\r\n", HttpError::BadHeader),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", HttpError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", HttpError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n", HttpError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", HttpError::BadTransferEncoding),
             (b"\xff\xfe / HTTP/1.1\r\n\r\n", HttpError::BadHeader),
         ];
         for (b, e) in bad {
-            assert_eq!(
-                parse_request(b).unwrap_err(),
-                *e,
-                "{}",
-                String::from_utf8_lossy(b)
-            );
+            assert_eq!(parse_request(b).unwrap_err(), *e, "{}", String::from_utf8_lossy(b));
         }
         let big = vec![b'a'; MAX_HEAD + 10];
         assert_eq!(parse_request(&big).unwrap_err(), HttpError::HeadTooLarge);
@@ -551,13 +479,7 @@ mod tests {
 
     #[test]
     fn chunked_errors() {
-        for b in [
-            &b"x\r\n"[..],
-            b"5\r\nhelloX",
-            b"5\rX",
-            b"\r\n",
-            b"ffffffffffffffffff\r\n",
-        ] {
+        for b in [&b"x\r\n"[..], b"5\r\nhelloX", b"5\rX", b"\r\n", b"ffffffffffffffffff\r\n"] {
             let mut d = ChunkedDecoder::default();
             assert!(d.decode(b, None).is_err(), "{}", String::from_utf8_lossy(b));
         }

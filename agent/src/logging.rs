@@ -52,9 +52,7 @@ pub fn write(l: Level, args: fmt::Arguments<'_>) {
 
 /// UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 fn timestamp() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, dd) = civil_from_days(days as i64);

@@ -245,13 +245,8 @@ fn mcmp_settings(
         }
         return Ok(None);
     }
-    let receivers = urls
-        .iter()
-        .map(|u| mcmp::Receiver::parse(u))
-        .collect::<Result<Vec<_>, _>>()?;
-    let fe = frontends
-        .first()
-        .ok_or("--mcmp registers the node with the first --frontend: give one")?;
+    let receivers = urls.iter().map(|u| mcmp::Receiver::parse(u)).collect::<Result<Vec<_>, _>>()?;
+    let fe = frontends.first().ok_or("--mcmp registers the node with the first --frontend: give one")?;
     let kind = kind.unwrap_or_else(|| "ajp".into()).to_ascii_lowercase();
     if kind != "ajp" && kind != "http" {
         return Err(format!("invalid --type {kind:?}: ajp or http"));
@@ -275,11 +270,7 @@ fn mcmp_settings(
         contexts,
     };
     registration.validate()?;
-    Ok(Some(McmpSettings {
-        receivers,
-        registration,
-        status_interval: Duration::from_secs(secs),
-    }))
+    Ok(Some(McmpSettings { receivers, registration, status_interval: Duration::from_secs(secs) }))
 }
 
 #[derive(Debug, PartialEq)]
@@ -303,26 +294,18 @@ fn settings(cli: Options) -> Result<Settings, String> {
     if fe_strings.is_empty() && listen.is_none() {
         return Err("at least one --frontend HOST:FIRST-LAST is required".into());
     }
-    let frontends = fe_strings
-        .iter()
-        .map(|s| FrontEnd::parse(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let frontends = fe_strings.iter().map(|s| FrontEnd::parse(s)).collect::<Result<Vec<_>, _>>()?;
     let node = match (o.node, &listen) {
         (Some(n), _) => n,
         (None, Some(_)) if fe_strings.is_empty() => "listener".to_string(),
         (None, _) => return Err("--node NAME is required".into()),
     };
     if !reversed_proto::valid_node(node.as_bytes()) {
-        return Err(format!(
-            "invalid node name {node:?}: 1-64 bytes of [A-Za-z0-9._-]"
-        ));
+        return Err(format!("invalid node name {node:?}: 1-64 bytes of [A-Za-z0-9._-]"));
     }
     let no_auth = o.no_auth || fe_strings.is_empty();
-    let secret_file = if no_auth {
-        None
-    } else {
-        Some(o.secret_file.ok_or("--secret-file PATH is required (or --no-auth)")?)
-    };
+    let secret_file =
+        if no_auth { None } else { Some(o.secret_file.ok_or("--secret-file PATH is required (or --no-auth)")?) };
     let idle = o.idle.unwrap_or(DEFAULT_IDLE);
     if idle == 0 || idle > MAX_IDLE {
         return Err(format!("--idle must be between 1 and {MAX_IDLE}"));
@@ -339,10 +322,7 @@ fn settings(cli: Options) -> Result<Settings, String> {
     let echo = o.echo;
     let body_size = o.body_size;
     let mode = if respond {
-        ModeSetting::Respond {
-            body_size: body_size.unwrap_or(DEFAULT_BODY_SIZE),
-            echo,
-        }
+        ModeSetting::Respond { body_size: body_size.unwrap_or(DEFAULT_BODY_SIZE), echo }
     } else {
         if echo || body_size.is_some() {
             return Err("--echo and --body-size need --respond".into());
@@ -359,18 +339,9 @@ fn settings(cli: Options) -> Result<Settings, String> {
         return Err("--max-backoff-ms must be between 50 and 3600000".into());
     }
     let lvl = o.log_level.unwrap_or_else(|| "info".into());
-    let log_level = Level::parse(&lvl)
-        .ok_or_else(|| format!("invalid log level {lvl:?}: error, warn, info or debug"))?;
-    let mcmp = mcmp_settings(
-        o.mcmp,
-        o.balancer,
-        o.kind,
-        o.alias,
-        o.context,
-        o.status_interval,
-        &node,
-        &frontends,
-    )?;
+    let log_level =
+        Level::parse(&lvl).ok_or_else(|| format!("invalid log level {lvl:?}: error, warn, info or debug"))?;
+    let mcmp = mcmp_settings(o.mcmp, o.balancer, o.kind, o.alias, o.context, o.status_interval, &node, &frontends)?;
     let mut tcp = pool::TcpOpts::default();
     if let Some(k) = o.keepalive {
         tcp.keepalive = pool::TcpOpts::parse_keepalive(&k).map_err(|e| format!("--keepalive: {e}"))?;
@@ -382,7 +353,10 @@ fn settings(cli: Options) -> Result<Settings, String> {
         None => {}
     }
     let metrics_listen = match o.metrics_listen {
-        Some(a) => Some(a.parse::<std::net::SocketAddr>().map_err(|_| format!("invalid --metrics-listen {a:?}: expected IP:PORT"))?),
+        Some(a) => Some(
+            a.parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("invalid --metrics-listen {a:?}: expected IP:PORT"))?,
+        ),
         None => None,
     };
     Ok(Settings {
@@ -455,10 +429,9 @@ fn main() -> ExitCode {
     // Idle connections, plus a backend socket for each used one.
     let want = (s.idle * s.frontends.len()) as u64 * 3 + 64;
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) if n < want => warn!(
-            "open file limit is {n}; {want} may be needed for {} idle connections per front end",
-            s.idle
-        ),
+        Ok(n) if n < want => {
+            warn!("open file limit is {n}; {want} may be needed for {} idle connections per front end", s.idle)
+        }
         Ok(n) => debug!("open file limit: {n}"),
         Err(e) => warn!("cannot raise the open file limit: {e}"),
     }
@@ -586,25 +559,13 @@ fn reload(cli: &Options, cur: &mut Settings, fronts: &mut Vec<Front>, agent: &Ar
 async fn run(cli: Options, mut s: Settings, secret: Option<Vec<u8>>) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let (mode, mode_desc) = match &s.mode {
-        ModeSetting::Splice(b) => (
-            Mode::Splice { backend: b.clone() },
-            format!("splice to {b}"),
-        ),
+        ModeSetting::Splice(b) => (Mode::Splice { backend: b.clone() }, format!("splice to {b}")),
         ModeSetting::Respond { body_size, echo } => (
             Mode::Respond(responder::Config::new(*body_size, *echo)),
-            if *echo {
-                "respond (echo)".to_string()
-            } else {
-                format!("respond ({body_size}-byte body)")
-            },
+            if *echo { "respond (echo)".to_string() } else { format!("respond ({body_size}-byte body)") },
         ),
     };
-    let fe_list = s
-        .frontends
-        .iter()
-        .map(|f| f.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let fe_list = s.frontends.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ");
     info!(
         "reversed-agent {} starting: node {}, front ends {}, {} idle connections per front end, mode {}, auth {}, max backoff {} ms",
         env!("CARGO_PKG_VERSION"),
@@ -615,17 +576,14 @@ async fn run(cli: Options, mut s: Settings, secret: Option<Vec<u8>>) -> ExitCode
         if secret.is_some() { "hmac" } else { "none" },
         s.max_backoff.as_millis()
     );
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            error!("cannot install signal handlers");
-            return ExitCode::from(1);
-        }
-    };
+    let (mut term, mut int, mut hup) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            _ => {
+                error!("cannot install signal handlers");
+                return ExitCode::from(1);
+            }
+        };
     let busy = Arc::new(Busy::default());
     let agent = Arc::new(Agent {
         node: s.node.clone(),
@@ -664,11 +622,7 @@ async fn run(cli: Options, mut s: Settings, secret: Option<Vec<u8>>) -> ExitCode
     let mut fronts: Vec<Front> = s.frontends.iter().map(|fe| start_front(fe, s.idle, &agent)).collect();
     let registrars = match &s.mcmp {
         Some(m) => {
-            let ms = Arc::new(mcmp::Settings::new(
-                m.receivers.clone(),
-                m.registration.clone(),
-                m.status_interval,
-            ));
+            let ms = Arc::new(mcmp::Settings::new(m.receivers.clone(), m.registration.clone(), m.status_interval));
             let load = Arc::new(mcmp::LoadSource {
                 busy: busy.clone(),
                 capacity: s.idle * s.frontends.len(),
@@ -722,7 +676,11 @@ async fn run(cli: Options, mut s: Settings, secret: Option<Vec<u8>>) -> ExitCode
         info!("{sig}: removing node {} from httpd (REMOVE-APP, up to {} ms)", s.node, mcmp::REMOVE_TIMEOUT.as_millis());
         mcmp::remove_all(&ms, mcmp::REMOVE_TIMEOUT).await;
     }
-    info!("{sig}: stopping: no more dials, closing idle connections, waiting for {} busy connections (up to {} s)", busy.count(), SHUTDOWN_GRACE.as_secs());
+    info!(
+        "{sig}: stopping: no more dials, closing idle connections, waiting for {} busy connections (up to {} s)",
+        busy.count(),
+        SHUTDOWN_GRACE.as_secs()
+    );
     let _ = sd_tx.send(true);
     for f in &fronts {
         let _ = f.stop.send(true);
@@ -771,76 +729,19 @@ mod tests {
 
     #[test]
     fn cli_defaults_and_validation() {
-        let s = parse(&[
-            "--frontend",
-            "127.0.0.1:9000-9003",
-            "--node",
-            "app1",
-            "--no-auth",
-            "--respond",
-        ])
-        .unwrap();
+        let s = parse(&["--frontend", "127.0.0.1:9000-9003", "--node", "app1", "--no-auth", "--respond"]).unwrap();
         assert_eq!(s.idle, 8);
         assert_eq!(s.max_backoff, Duration::from_millis(5000));
-        assert_eq!(
-            s.mode,
-            ModeSetting::Respond {
-                body_size: 1024,
-                echo: false
-            }
-        );
+        assert_eq!(s.mode, ModeSetting::Respond { body_size: 1024, echo: false });
         assert!(s.secret_file.is_none());
         assert_eq!(s.log_level, Level::Info);
-        assert!(parse(&["--node", "app1", "--no-auth", "--respond"])
-            .unwrap_err()
-            .contains("--frontend"));
-        assert!(parse(&[
-            "--frontend",
-            "h:1",
-            "--node",
-            "a b",
-            "--no-auth",
-            "--respond"
-        ])
-        .is_err());
-        assert!(parse(&["--frontend", "h:1", "--node", "a", "--respond"])
-            .unwrap_err()
-            .contains("--secret-file"));
-        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth"])
-            .unwrap_err()
-            .contains("--backend"));
-        assert!(parse(&[
-            "--frontend",
-            "h:1",
-            "--node",
-            "a",
-            "--no-auth",
-            "--backend",
-            "b:0"
-        ])
-        .is_err());
-        assert!(parse(&[
-            "--frontend",
-            "h:1",
-            "--node",
-            "a",
-            "--no-auth",
-            "--respond",
-            "--idle",
-            "0"
-        ])
-        .is_err());
-        assert!(parse(&[
-            "--frontend",
-            "h:1",
-            "--node",
-            "a",
-            "--no-auth",
-            "--respond",
-            "--log-level",
-            "loud"
-        ])
-        .is_err());
+        assert!(parse(&["--node", "app1", "--no-auth", "--respond"]).unwrap_err().contains("--frontend"));
+        assert!(parse(&["--frontend", "h:1", "--node", "a b", "--no-auth", "--respond"]).is_err());
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--respond"]).unwrap_err().contains("--secret-file"));
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth"]).unwrap_err().contains("--backend"));
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth", "--backend", "b:0"]).is_err());
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth", "--respond", "--idle", "0"]).is_err());
+        assert!(parse(&["--frontend", "h:1", "--node", "a", "--no-auth", "--respond", "--log-level", "loud"]).is_err());
         let s = parse(&[
             "--frontend",
             "h:1",
@@ -881,30 +782,11 @@ log_level = "debug"
         assert_eq!(s.frontends.len(), 2);
         assert_eq!(s.idle, 16);
         assert_eq!(s.log_level, Level::Debug);
-        assert_eq!(
-            s.secret_file.as_deref(),
-            Some(std::path::Path::new("/etc/reversed/app1.secret"))
-        );
-        let s = parse(&[
-            "--config",
-            ps,
-            "--idle",
-            "3",
-            "--frontend",
-            "h:1",
-            "--respond",
-            "--echo",
-        ])
-        .unwrap();
+        assert_eq!(s.secret_file.as_deref(), Some(std::path::Path::new("/etc/reversed/app1.secret")));
+        let s = parse(&["--config", ps, "--idle", "3", "--frontend", "h:1", "--respond", "--echo"]).unwrap();
         assert_eq!(s.idle, 3);
         assert_eq!(s.frontends, vec![FrontEnd::parse("h:1").unwrap()]);
-        assert_eq!(
-            s.mode,
-            ModeSetting::Respond {
-                body_size: 1024,
-                echo: true
-            }
-        );
+        assert_eq!(s.mode, ModeSetting::Respond { body_size: 1024, echo: true });
         std::fs::write(&p, "nodee = \"x\"\n").unwrap();
         assert!(parse(&["--config", ps]).unwrap_err().contains("nodee"));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -935,8 +817,20 @@ log_level = "debug"
             }
         );
         let m = p(&[
-            "--mcmp", "http://h1:1", "--mcmp", "http://h2:2/x", "--balancer", "shop", "--type", "HTTP",
-            "--alias", "localhost, www", "--context", "/app,/", "--status-interval", "2",
+            "--mcmp",
+            "http://h1:1",
+            "--mcmp",
+            "http://h2:2/x",
+            "--balancer",
+            "shop",
+            "--type",
+            "HTTP",
+            "--alias",
+            "localhost, www",
+            "--context",
+            "/app,/",
+            "--status-interval",
+            "2",
         ])
         .unwrap()
         .mcmp
@@ -963,13 +857,16 @@ log_level = "debug"
         }
         // A 64-byte node name is valid for the handshake but too long for JVMRoute.
         let long = "n".repeat(64);
-        let e = parse(&["--frontend", "h:1", "--node", &long, "--no-auth", "--respond", "--mcmp", "http://h/"]).unwrap_err();
+        let e = parse(&["--frontend", "h:1", "--node", &long, "--no-auth", "--respond", "--mcmp", "http://h/"])
+            .unwrap_err();
         assert!(e.contains("JVMRoute field too big"), "{e}");
         // --listen alone has no front end to register.
         let e = parse(&["--listen", "127.0.0.1:18009", "--respond", "--mcmp", "http://h/"]).unwrap_err();
         assert!(e.contains("--frontend"), "{e}");
         // IPv6 front end: Host in brackets, as the Java side.
-        let s = parse(&["--frontend", "[::1]:9100-9101", "--node", "a", "--no-auth", "--respond", "--mcmp", "http://h/"]).unwrap();
+        let s =
+            parse(&["--frontend", "[::1]:9100-9101", "--node", "a", "--no-auth", "--respond", "--mcmp", "http://h/"])
+                .unwrap();
         assert_eq!(s.mcmp.unwrap().registration.host, "[::1]");
     }
 
@@ -1003,7 +900,11 @@ status_interval = 7
         assert_eq!(m.registration.contexts, vec!["/app", "/x"]);
         assert_eq!(m.status_interval, Duration::from_secs(7));
         // Flags override; a single URL string works too.
-        std::fs::write(&p, "frontends = [\"h:1\"]\nnode = \"a\"\nno_auth = true\nrespond = true\nmcmp = \"http://h:2/\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "frontends = [\"h:1\"]\nnode = \"a\"\nno_auth = true\nrespond = true\nmcmp = \"http://h:2/\"\n",
+        )
+        .unwrap();
         let m = parse(&["--config", ps, "--status-interval", "9"]).unwrap().mcmp.unwrap();
         assert_eq!(m.receivers[0].port, 2);
         assert_eq!(m.status_interval, Duration::from_secs(9));
@@ -1054,15 +955,15 @@ status_interval = 7
         assert!(keys.len() >= 20, "{keys:?}");
         let key_of = |long: &str| if long == "frontend" { "frontends".to_string() } else { long.replace('-', "_") };
         let cmd = Options::command();
-        let flags: Vec<&str> = cmd
-            .get_arguments()
-            .filter_map(|a| a.get_long())
-            .filter(|l| !["help", "version"].contains(l))
-            .collect();
+        let flags: Vec<&str> =
+            cmd.get_arguments().filter_map(|a| a.get_long()).filter(|l| !["help", "version"].contains(l)).collect();
         assert!(flags.contains(&"config") && flags.contains(&"user-timeout"), "{flags:?}");
         for long in &flags {
             if *long == "config" || *long == "check-config" {
-                assert!(!keys.contains(&"config") && !keys.contains(&"check_config"), "a config file cannot name another");
+                assert!(
+                    !keys.contains(&"config") && !keys.contains(&"check_config"),
+                    "a config file cannot name another"
+                );
                 continue;
             }
             assert!(keys.contains(&key_of(long).as_str()), "--{long} has no config file key {:?}", key_of(long));
@@ -1079,5 +980,4 @@ status_interval = 7
         let e = toml::from_str::<Options>("config = \"/x\"").unwrap_err().to_string();
         assert!(e.contains("unknown field `config`"), "{e}");
     }
-
 }

@@ -155,9 +155,7 @@ impl Registration {
             .chain(&self.contexts)
         {
             if v.contains(' ') {
-                return Err(format!(
-                    "{v:?}: MCMP values cannot hold a space (it would reach httpd as '+')"
-                ));
+                return Err(format!("{v:?}: MCMP values cannot hold a space (it would reach httpd as '+')"));
             }
         }
         let c = mcmp::parse_config(self.config().encode().as_bytes()).map_err(why)?;
@@ -198,10 +196,8 @@ impl LoadSource {
     /// within [`BACKEND_CHECK_TIMEOUT`], else [`load_factor`].
     pub async fn load(&self) -> i32 {
         if let Some(b) = &self.backend {
-            let ok = matches!(
-                tokio::time::timeout(BACKEND_CHECK_TIMEOUT, TcpStream::connect(b.as_str())).await,
-                Ok(Ok(_))
-            );
+            let ok =
+                matches!(tokio::time::timeout(BACKEND_CHECK_TIMEOUT, TcpStream::connect(b.as_str())).await, Ok(Ok(_)));
             if !ok {
                 return -1;
             }
@@ -255,9 +251,7 @@ impl fmt::Display for Failure {
 pub async fn send(rcv: &Receiver, cmd: Command, path: &str, body: &str, timeout: Duration) -> Result<Reply, Failure> {
     let req = mcmp::encode_request(cmd, path, &rcv.authority(), body);
     let exchange = async {
-        let mut s = TcpStream::connect(rcv.authority())
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
+        let mut s = TcpStream::connect(rcv.authority()).await.map_err(|e| format!("cannot connect: {e}"))?;
         let _ = s.set_nodelay(true);
         s.write_all(&req).await.map_err(|e| format!("write failed: {e}"))?;
         let mut buf = Vec::with_capacity(1024);
@@ -410,9 +404,15 @@ pub async fn run(
                     m.status_failed();
                     let d = backoff.next();
                     if matches!(&f, Failure::Mcmp(e) if e.kind == mcmp::ErrorType::Mem) {
-                        info!("mcmp {rcv}: httpd does not know node {node} (STATUS {f}); registering again in {} ms", d.as_millis());
+                        info!(
+                            "mcmp {rcv}: httpd does not know node {node} (STATUS {f}); registering again in {} ms",
+                            d.as_millis()
+                        );
                     } else {
-                        info!("mcmp {rcv}: STATUS of node {node} failed: {f}; registering again in {} ms", d.as_millis());
+                        info!(
+                            "mcmp {rcv}: STATUS of node {node} failed: {f}; registering again in {} ms",
+                            d.as_millis()
+                        );
                     }
                     if !pause(d, &mut stop).await {
                         return;
@@ -556,8 +556,14 @@ mod tests {
         assert!(long.validate().unwrap_err().contains("JVMRoute field too big"));
         assert!(Registration { balancer: Some("Shop".into()), ..reg() }.validate().is_err());
         assert!(Registration { aliases: vec!["A".into()], contexts: vec!["/".into()], ..reg() }.validate().is_err());
-        assert!(Registration { aliases: vec!["a".into()], ..reg() }.validate().unwrap_err().contains("Alias without Context"));
-        assert!(Registration { contexts: vec!["/".into()], ..reg() }.validate().unwrap_err().contains("Context without Alias"));
+        assert!(Registration { aliases: vec!["a".into()], ..reg() }
+            .validate()
+            .unwrap_err()
+            .contains("Alias without Context"));
+        assert!(Registration { contexts: vec!["/".into()], ..reg() }
+            .validate()
+            .unwrap_err()
+            .contains("Context without Alias"));
         assert!(Registration { contexts: vec!["/a b".into()], aliases: vec!["a".into()], ..reg() }.validate().is_err());
         let v6 = Registration { host: "[::1]".into(), ..reg() };
         assert_eq!(v6.config().encode(), "JVMRoute=app1&Host=%5B%3A%3A1%5D&Port=9000&Reversed=true&Type=ajp");

@@ -34,7 +34,8 @@ pub enum Dial {
 }
 
 impl Dial {
-    pub const ALL: [Dial; 6] = [Dial::Accepted, Dial::Network, Dial::Auth, Dial::PoolFull, Dial::ShuttingDown, Dial::Cancelled];
+    pub const ALL: [Dial; 6] =
+        [Dial::Accepted, Dial::Network, Dial::Auth, Dial::PoolFull, Dial::ShuttingDown, Dial::Cancelled];
 
     fn labels(self) -> (&'static str, &'static str) {
         match self {
@@ -326,7 +327,12 @@ impl Collector for Snapshot {
         use MetricType::{Counter, Gauge};
         let mut m = enc.encode_descriptor("build", "Version of the agent", None, MetricType::Info)?;
         m.encode_info(&[("version", env!("CARGO_PKG_VERSION"))])?;
-        let mut m = enc.encode_descriptor("start_time", "When the agent started, since the epoch", Some(&Unit::Seconds), Gauge)?;
+        let mut m = enc.encode_descriptor(
+            "start_time",
+            "When the agent started, since the epoch",
+            Some(&Unit::Seconds),
+            Gauge,
+        )?;
         m.encode_gauge(&self.start_seconds)?;
 
         let mut m = enc.encode_descriptor("dials", "Dials into httpd, by result and reason", None, Counter)?;
@@ -361,18 +367,21 @@ impl Collector for Snapshot {
             }
         }
 
-        let mut m = enc.encode_descriptor("port_failures", "Consecutive failed dials of a port (0: healthy)", None, Gauge)?;
+        let mut m =
+            enc.encode_descriptor("port_failures", "Consecutive failed dials of a port (0: healthy)", None, Gauge)?;
         for f in &self.fronts {
             for (port, failures, _, _) in &f.ports {
                 let p = port.to_string();
                 m.encode_family(&[("frontend", f.name.as_str()), ("port", p.as_str())])?.encode_gauge(failures)?;
             }
         }
-        let mut m = enc.encode_descriptor("port_pool_full", "1 while a port refuses as full or shutting down", None, Gauge)?;
+        let mut m =
+            enc.encode_descriptor("port_pool_full", "1 while a port refuses as full or shutting down", None, Gauge)?;
         for f in &self.fronts {
             for (port, _, full, _) in &f.ports {
                 let p = port.to_string();
-                m.encode_family(&[("frontend", f.name.as_str()), ("port", p.as_str())])?.encode_gauge(&(*full as i64))?;
+                m.encode_family(&[("frontend", f.name.as_str()), ("port", p.as_str())])?
+                    .encode_gauge(&(*full as i64))?;
             }
         }
         let mut m = enc.encode_descriptor(
@@ -389,8 +398,14 @@ impl Collector for Snapshot {
             }
         }
 
-        let mut m = enc.encode_descriptor("spliced", "Bytes spliced between httpd and the backend, counted when a connection ends", Some(&Unit::Bytes), Counter)?;
-        m.encode_family(&[("direction", "to_backend")])?.encode_counter::<NoLabelSet, _, u64>(&self.to_backend, None)?;
+        let mut m = enc.encode_descriptor(
+            "spliced",
+            "Bytes spliced between httpd and the backend, counted when a connection ends",
+            Some(&Unit::Bytes),
+            Counter,
+        )?;
+        m.encode_family(&[("direction", "to_backend")])?
+            .encode_counter::<NoLabelSet, _, u64>(&self.to_backend, None)?;
         m.encode_family(&[("direction", "to_httpd")])?.encode_counter::<NoLabelSet, _, u64>(&self.to_httpd, None)?;
         let mut m = enc.encode_descriptor("splices", "Used links spliced to the backend, by result", None, Counter)?;
         m.encode_family(&[("result", "done")])?.encode_counter::<NoLabelSet, _, u64>(&self.splices, None)?;
@@ -398,19 +413,31 @@ impl Collector for Snapshot {
             .encode_counter::<NoLabelSet, _, u64>(&self.backend_unreachable, None)?;
 
         if !self.mcmp.is_empty() {
-            let mut m = enc.encode_descriptor("mcmp_registered", "1 while the node is registered with the receiver", None, Gauge)?;
+            let mut m = enc.encode_descriptor(
+                "mcmp_registered",
+                "1 while the node is registered with the receiver",
+                None,
+                Gauge,
+            )?;
             for r in &self.mcmp {
                 m.encode_family(&[("receiver", r.receiver.as_str())])?.encode_gauge(&(r.registered as i64))?;
             }
-            let mut m = enc.encode_descriptor("mcmp_state_ok", "1 while httpd's last STATUS reply said State=OK", None, Gauge)?;
+            let mut m =
+                enc.encode_descriptor("mcmp_state_ok", "1 while httpd's last STATUS reply said State=OK", None, Gauge)?;
             for r in &self.mcmp {
                 m.encode_family(&[("receiver", r.receiver.as_str())])?.encode_gauge(&(r.state_ok as i64))?;
             }
-            let mut m = enc.encode_descriptor("mcmp_load", "Load the last STATUS sent (100 idle .. 1 busy, -1 backend down)", None, Gauge)?;
+            let mut m = enc.encode_descriptor(
+                "mcmp_load",
+                "Load the last STATUS sent (100 idle .. 1 busy, -1 backend down)",
+                None,
+                Gauge,
+            )?;
             for r in &self.mcmp {
                 m.encode_family(&[("receiver", r.receiver.as_str())])?.encode_gauge(&r.load)?;
             }
-            let mut m = enc.encode_descriptor("mcmp_messages", "MCMP exchanges, by message and result", None, Counter)?;
+            let mut m =
+                enc.encode_descriptor("mcmp_messages", "MCMP exchanges, by message and result", None, Counter)?;
             for r in &self.mcmp {
                 let rc = r.receiver.as_str();
                 m.encode_family(&[("receiver", rc), ("message", "status"), ("result", "ok")])?

@@ -31,10 +31,7 @@ pub struct Config {
 impl Config {
     pub fn new(body_size: usize, echo: bool) -> Config {
         let body: Vec<u8> = (0..body_size).map(|i| b'a' + (i % 26) as u8).collect();
-        Config {
-            body: body.into(),
-            echo,
-        }
+        Config { body: body.into(), echo }
     }
 }
 
@@ -114,17 +111,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 self.buf.drain(..total);
                 return Ok(Some(p));
             }
-            let more = if idle && self.buf.is_empty() {
-                self.read_more_idle().await?
-            } else {
-                self.read_more().await?
-            };
+            let more =
+                if idle && self.buf.is_empty() { self.read_more_idle().await? } else { self.read_more().await? };
             if !more {
-                return if idle && self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(Error::Eof)
-                };
+                return if idle && self.buf.is_empty() { Ok(None) } else { Err(Error::Eof) };
             }
         }
     }
@@ -136,22 +126,14 @@ pub async fn serve<S>(s: S, initial: Vec<u8>, cfg: &Config, shutdown: watch::Rec
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut c = Conn {
-        s,
-        buf: initial,
-        shutdown,
-    };
+    let mut c = Conn { s, buf: initial, shutdown };
     while c.buf.len() < 2 {
         match c.read_more().await {
             Ok(true) => {}
             _ => return,
         }
     }
-    let r = if c.buf[..2] == ajp::MAGIC_IN {
-        serve_ajp(&mut c, cfg).await
-    } else {
-        serve_http(&mut c, cfg).await
-    };
+    let r = if c.buf[..2] == ajp::MAGIC_IN { serve_ajp(&mut c, cfg).await } else { serve_http(&mut c, cfg).await };
     if let Err(e) = r {
         debug!("responder: closing the connection: {e}");
     }
@@ -189,10 +171,7 @@ fn append(body: &mut Vec<u8>, data: &[u8], echo: bool) -> Result<(), Error> {
     Ok(())
 }
 
-async fn serve_ajp<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut Conn<S>,
-    cfg: &Config,
-) -> Result<(), Error> {
+async fn serve_ajp<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>, cfg: &Config) -> Result<(), Error> {
     loop {
         let Some(p) = c.packet(true).await? else {
             return Ok(());
@@ -247,11 +226,7 @@ async fn serve_ajp<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let data: &[u8] = if cfg.echo { &body } else { &cfg.body };
         let no_body = req.method == "HEAD" || http1::bodiless_status(status);
-        let len = if http1::bodiless_status(status) {
-            0
-        } else {
-            data.len() as u64
-        };
+        let len = if http1::bodiless_status(status) { 0 } else { data.len() as u64 };
         let mut out = Vec::with_capacity(256 + data.len().min(WRITE_CHUNK));
         ajp::send_headers(
             status,
@@ -279,21 +254,14 @@ async fn serve_ajp<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(
-    c: &mut Conn<S>,
-    cfg: &Config,
-) -> Result<(), Error> {
+async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>, cfg: &Config) -> Result<(), Error> {
     loop {
         let (req, used) = loop {
             if let Some(x) = http1::parse_request(&c.buf)? {
                 break x;
             }
             let blank = c.buf.iter().all(|&b| b == b'\r' || b == b'\n');
-            let more = if blank {
-                c.read_more_idle().await?
-            } else {
-                c.read_more().await?
-            };
+            let more = if blank { c.read_more_idle().await? } else { c.read_more().await? };
             if !more {
                 return if blank { Ok(()) } else { Err(Error::Eof) };
             }
@@ -367,14 +335,7 @@ mod tests {
     use crate::ajp::client;
     use tokio::io::DuplexStream;
 
-    fn start(
-        cfg: Config,
-        initial: &[u8],
-    ) -> (
-        DuplexStream,
-        watch::Sender<bool>,
-        tokio::task::JoinHandle<()>,
-    ) {
+    fn start(cfg: Config, initial: &[u8]) -> (DuplexStream, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
         let (a, b) = tokio::io::duplex(1 << 20);
         let (tx, rx) = watch::channel(false);
         let initial = initial.to_vec();
@@ -391,11 +352,7 @@ mod tests {
                     .find_map(|l| l.strip_prefix("Content-Length: "))
                     .map(|v| v.parse().unwrap())
                     .unwrap_or(0);
-                let body_len = if head.starts_with("HTTP/1.1 204") {
-                    0
-                } else {
-                    cl
-                };
+                let body_len = if head.starts_with("HTTP/1.1 204") { 0 } else { cl };
                 if buf.len() >= p + 4 + body_len {
                     let body = buf[p + 4..p + 4 + body_len].to_vec();
                     buf.drain(..p + 4 + body_len);
@@ -403,10 +360,7 @@ mod tests {
                 }
             }
             let mut t = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut t))
-                .await
-                .unwrap()
-                .unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut t)).await.unwrap().unwrap();
             assert!(n > 0, "unexpected EOF");
             buf.extend_from_slice(&t[..n]);
         }
@@ -425,10 +379,8 @@ mod tests {
     #[tokio::test]
     async fn http_pipelined_keepalive_chunked_and_close() {
         // The first request arrives as the dialled connection's first bytes.
-        let (mut s, _tx, h) = start(
-            Config::new(30, false),
-            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /status/404 HTTP/1.1\r\n\r\n",
-        );
+        let (mut s, _tx, h) =
+            start(Config::new(30, false), b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /status/404 HTTP/1.1\r\n\r\n");
         let mut buf = Vec::new();
         let (head, body) = read_http(&mut s, &mut buf).await;
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
@@ -436,45 +388,34 @@ mod tests {
         assert_eq!(body, b"abcdefghijklmnopqrstuvwxyzabcd");
         let (head, _) = read_http(&mut s, &mut buf).await;
         assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{head}");
-        s.write_all(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n").await.unwrap();
         let (head, body) = read_http(&mut s, &mut buf).await;
         assert!(head.starts_with("HTTP/1.1 200"));
         assert_eq!(body.len(), 30);
-        s.write_all(b"GET /sleep/20 HTTP/1.1\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(b"GET /sleep/20 HTTP/1.1\r\nConnection: close\r\n\r\n").await.unwrap();
         let (head, _) = read_http(&mut s, &mut buf).await;
         assert!(head.contains("Connection: close"));
         let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await.unwrap().unwrap();
         assert!(rest.is_empty());
         h.await.unwrap();
     }
 
     #[tokio::test]
     async fn http_echo_and_malformed() {
-        let (mut s, _tx, h) = start(
-            Config::new(10, true),
-            b"POST /e HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello",
-        );
+        let (mut s, _tx, h) = start(Config::new(10, true), b"POST /e HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello");
         s.write_all(b" world").await.unwrap();
         let mut buf = Vec::new();
         let (_, body) = read_http(&mut s, &mut buf).await;
         assert_eq!(body, b"hello world");
-        s.write_all(b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n").await.unwrap();
+        s.write_all(b"POST /e HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1\r\n!\r\n0\r\n\r\n")
+            .await
+            .unwrap();
         let (_, body) = read_http(&mut s, &mut buf).await;
         assert_eq!(body, b"hello!");
         s.write_all(b"BROKEN\r\n\r\n").await.unwrap();
         let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await.unwrap().unwrap();
         assert!(rest.is_empty(), "malformed input closes without a response");
         h.await.unwrap();
     }
@@ -499,10 +440,7 @@ mod tests {
                 sent += 1;
             }
             let mut t = [0u8; 16384];
-            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut t))
-                .await
-                .unwrap()
-                .unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut t)).await.unwrap().unwrap();
             assert!(n > 0, "unexpected EOF");
             buf.extend_from_slice(&t[..n]);
         }
@@ -510,17 +448,12 @@ mod tests {
 
     #[tokio::test]
     async fn ajp_get_body_chunk_flow_echo_and_reuse() {
-        let req = client::forward_request(&client::request(
-            "POST",
-            "/echo",
-            &[("content-length", "10")],
-        ));
+        let req = client::forward_request(&client::request("POST", "/echo", &[("content-length", "10")]));
         let mut first = req.clone();
         first.extend_from_slice(&client::body(b"0123"));
         let (mut s, _tx, h) = start(Config::new(5, true), &first);
         let mut buf = Vec::new();
-        let ((status, headers, body, reuse), gets) =
-            ajp_exchange(&mut s, &mut buf, &[b"456", b"789"]).await;
+        let ((status, headers, body, reuse), gets) = ajp_exchange(&mut s, &mut buf, &[b"456", b"789"]).await;
         assert_eq!(status, 200);
         assert!(reuse);
         assert_eq!(body, b"0123456789");
@@ -531,32 +464,19 @@ mod tests {
         let mut t = [0u8; 5];
         s.read_exact(&mut t).await.unwrap();
         assert_eq!(t, ajp::CPONG);
-        s.write_all(&client::forward_request(&client::request(
-            "GET",
-            "/status/503",
-            &[],
-        )))
-        .await
-        .unwrap();
+        s.write_all(&client::forward_request(&client::request("GET", "/status/503", &[]))).await.unwrap();
         let ((status, _, body, _), gets) = ajp_exchange(&mut s, &mut buf, &[]).await;
         assert_eq!(status, 503);
         assert!(body.is_empty() && gets.is_empty());
         // Chunked request without content-length: read until an empty packet.
-        s.write_all(&client::forward_request(&client::request(
-            "PUT",
-            "/",
-            &[("transfer-encoding", "chunked")],
-        )))
-        .await
-        .unwrap();
+        s.write_all(&client::forward_request(&client::request("PUT", "/", &[("transfer-encoding", "chunked")])))
+            .await
+            .unwrap();
         let ((_, _, body, _), gets) = ajp_exchange(&mut s, &mut buf, &[b"xy", b""]).await;
         assert_eq!(body, b"xy");
         assert_eq!(gets, vec![8186, 8186]);
         drop(s);
-        tokio::time::timeout(Duration::from_secs(3), h)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), h).await.unwrap().unwrap();
     }
 
     #[tokio::test]
@@ -569,34 +489,19 @@ mod tests {
         assert_eq!(body.len(), 100_000);
         assert_eq!(&body[26..30], b"abcd");
         // Shutdown during a request: the response says reuse=0, then the connection closes.
-        s.write_all(&client::forward_request(&client::request(
-            "GET",
-            "/sleep/200",
-            &[],
-        )))
-        .await
-        .unwrap();
+        s.write_all(&client::forward_request(&client::request("GET", "/sleep/200", &[]))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         tx.send(true).unwrap();
         let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await.unwrap().unwrap();
         let (r, _) = client::parse_response(&rest).unwrap();
         let ((status, _, _, reuse), used) = r.unwrap();
         assert_eq!((status, reuse, used), (200, false, rest.len()));
         h.await.unwrap();
 
-        let (mut s, _tx, h) = start(
-            Config::new(1, false),
-            &[0x12, 0x34, 0x00, 0x03, 0x02, 0x63, 0x00],
-        );
+        let (mut s, _tx, h) = start(Config::new(1, false), &[0x12, 0x34, 0x00, 0x03, 0x02, 0x63, 0x00]);
         let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest)).await.unwrap().unwrap();
         assert!(rest.is_empty());
         h.await.unwrap();
     }

@@ -19,8 +19,7 @@ static BACKEND_DOWN: AtomicBool = AtomicBool::new(false);
 /// Returns the bytes copied (to the backend, to httpd), or None when the
 /// backend could not be reached.
 pub async fn run(httpd: TcpStream, first: Vec<u8>, backend: &str) -> Option<(u64, u64)> {
-    let be = match tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(backend)).await
-    {
+    let be = match tokio::time::timeout(BACKEND_CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             backend_down(backend, &e.to_string());
@@ -113,10 +112,7 @@ mod tests {
         let t = tokio::spawn(async move { run(agent_side, b"hello".to_vec(), &baddr).await });
         httpd.write_all(b" world").await.unwrap();
         let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), httpd.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), httpd.read_to_end(&mut got)).await.unwrap().unwrap();
         assert_eq!(got, b"HELLO WORLD");
         backend.await.unwrap();
         t.await.unwrap();
@@ -137,10 +133,7 @@ mod tests {
         httpd.write_all(b"def").await.unwrap();
         httpd.shutdown().await.unwrap();
         let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), httpd.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), httpd.read_to_end(&mut got)).await.unwrap().unwrap();
         assert_eq!(got, b"abcdef");
         backend.await.unwrap();
         t.await.unwrap();
@@ -152,14 +145,9 @@ mod tests {
         let dead = l.local_addr().unwrap().to_string();
         drop(l);
         let (mut httpd, agent_side) = pair().await;
-        let t = tokio::spawn(async move {
-            run(agent_side, b"GET / HTTP/1.1\r\n\r\n".to_vec(), &dead).await
-        });
+        let t = tokio::spawn(async move { run(agent_side, b"GET / HTTP/1.1\r\n\r\n".to_vec(), &dead).await });
         let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), httpd.read_to_end(&mut got))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), httpd.read_to_end(&mut got)).await.unwrap().unwrap();
         assert!(got.is_empty());
         t.await.unwrap();
     }

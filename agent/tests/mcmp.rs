@@ -124,11 +124,8 @@ fn read_request(c: &mut TcpStream) -> Option<Req> {
 
 fn ok(body: &str) -> Option<Vec<u8>> {
     Some(
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
+        format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            .into_bytes(),
     )
 }
 
@@ -215,7 +212,10 @@ fn config_bytes_enable_app_and_periodic_status() {
     assert_eq!(reqs[1].path, "/");
     assert_eq!(reqs[1].body, "JVMRoute=app1&Alias=localhost%2Cwww.example.com&Context=%2Fapp%2C%2F");
     let statuses: Vec<_> = reqs.iter().skip(2).collect();
-    assert!(statuses.iter().all(|r| r.method == "STATUS" && r.path == "/" && r.body == "JVMRoute=app1&Load=100"), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|r| r.method == "STATUS" && r.path == "/" && r.body == "JVMRoute=app1&Load=100"),
+        "{statuses:?}"
+    );
     assert!(String::from_utf8_lossy(&statuses[0].raw).starts_with(&format!(
         "STATUS / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 22\r\nUser-Agent: ClusterListener/1.0\r\nConnection: Keep-Alive\r\n\r\n",
         fake.port
@@ -368,7 +368,10 @@ fn remove_all_sends_remove_app_to_every_receiver_within_the_bound() {
         )
     );
     let rb = b.wait("REMOVE-APP", |r| !r.is_empty());
-    assert_eq!((rb[0].method.as_str(), rb[0].path.as_str(), rb[0].body.as_str()), ("REMOVE-APP", "/*", "JVMRoute=app1"));
+    assert_eq!(
+        (rb[0].method.as_str(), rb[0].path.as_str(), rb[0].body.as_str()),
+        ("REMOVE-APP", "/*", "JVMRoute=app1")
+    );
     drop(silent);
 }
 
@@ -415,7 +418,10 @@ fn binary_registers_and_removes_on_sigterm() {
             body.len()
         )
     );
-    assert_eq!((reqs[1].method.as_str(), reqs[1].body.as_str()), ("ENABLE-APP", "JVMRoute=app1&Alias=localhost&Context=%2Fapp"));
+    assert_eq!(
+        (reqs[1].method.as_str(), reqs[1].body.as_str()),
+        ("ENABLE-APP", "JVMRoute=app1&Alias=localhost&Context=%2Fapp")
+    );
     assert_eq!(reqs[2].body, "JVMRoute=app1&Load=100");
     let st = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(st.success());
@@ -432,7 +438,12 @@ fn binary_registers_and_removes_on_sigterm() {
     assert!(status.success(), "{status:?}\n{log}");
     let reqs = fake.reqs();
     let last = reqs.last().unwrap();
-    assert_eq!((last.method.as_str(), last.path.as_str(), last.body.as_str()), ("REMOVE-APP", "/*", "JVMRoute=app1"), "{:?}", fake.methods());
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str(), last.body.as_str()),
+        ("REMOVE-APP", "/*", "JVMRoute=app1"),
+        "{:?}",
+        fake.methods()
+    );
     assert!(log.contains("registered node app1"), "{log}");
     assert!(log.contains("removed node app1"), "{log}");
 }

@@ -89,8 +89,7 @@ impl PingParams {
     /// How long an idle link may go without a PING before the dialer
     /// declares it dead: one interval plus the timeout (None: pings off).
     pub fn dialer_deadline(&self) -> Option<std::time::Duration> {
-        self.enabled()
-            .then(|| std::time::Duration::from_millis(self.interval_ms as u64 + self.timeout_ms as u64))
+        self.enabled().then(|| std::time::Duration::from_millis(self.interval_ms as u64 + self.timeout_ms as u64))
     }
 }
 
@@ -328,16 +327,8 @@ pub fn encode_refusal(version: u8, r: Refusal) -> [u8; CHALLENGE_REFUSE_LEN] {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Challenge {
-    Continue {
-        version: u8,
-        server_nonce: [u8; NONCE_LEN],
-        ping: PingParams,
-        server_proof: [u8; PROOF_LEN],
-    },
-    Refused {
-        version: u8,
-        refusal: Refusal,
-    },
+    Continue { version: u8, server_nonce: [u8; NONCE_LEN], ping: PingParams, server_proof: [u8; PROOF_LEN] },
+    Refused { version: u8, refusal: Refusal },
 }
 
 /// Incremental CHALLENGE parser for the dialer, same contract as [`parse_hello`].
@@ -409,11 +400,7 @@ pub fn secret_from_bytes(raw: &[u8]) -> Result<Vec<u8>, String> {
         _ => return Err("the secret file is empty".into()),
     };
     if s.len() < MIN_SECRET_LEN {
-        return Err(format!(
-            "the secret is {} bytes long; at least {} are required",
-            s.len(),
-            MIN_SECRET_LEN
-        ));
+        return Err(format!("the secret is {} bytes long; at least {} are required", s.len(), MIN_SECRET_LEN));
     }
     Ok(s)
 }
@@ -431,7 +418,6 @@ pub fn load_secret(path: &std::path::Path) -> Result<Vec<u8>, String> {
     }
     secret_from_bytes(&raw).map_err(|e| format!("secret file {}: {}", path.display(), e))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -482,8 +468,10 @@ mod tests {
         let p = v2.server_proof(SECRET);
         // a downgrade to version 1 or altered ping parameters break the proof
         assert!(!t(VERSION_1, b"app1", &cn, &sn, PING30).verify_server_proof(SECRET, &p));
-        assert!(!t(VERSION_2, b"app1", &cn, &sn, PingParams { interval_ms: 0, timeout_ms: 2000 }).verify_server_proof(SECRET, &p));
-        assert!(!t(VERSION_2, b"app1", &cn, &sn, PingParams { interval_ms: 30_000, timeout_ms: 2001 }).verify_server_proof(SECRET, &p));
+        assert!(!t(VERSION_2, b"app1", &cn, &sn, PingParams { interval_ms: 0, timeout_ms: 2000 })
+            .verify_server_proof(SECRET, &p));
+        assert!(!t(VERSION_2, b"app1", &cn, &sn, PingParams { interval_ms: 30_000, timeout_ms: 2001 })
+            .verify_server_proof(SECRET, &p));
         // version 1 ignores them
         let v1 = t(VERSION_1, b"app1", &cn, &sn, PING30).server_proof(SECRET);
         assert!(t(VERSION_1, b"app1", &cn, &sn, PingParams::OFF).verify_server_proof(SECRET, &v1));
@@ -541,13 +529,19 @@ mod tests {
         b.extend_from_slice(&PING);
         b.extend_from_slice(&[0x12, 0x34, 0, 5]);
         assert_eq!(scan_idle(&b).unwrap(), IdleInput { pings: 2, request_at: Some(4), partial: false });
-        assert_eq!(scan_idle(b"GET / HTTP/1.1\r\n").unwrap(), IdleInput { pings: 0, request_at: Some(0), partial: false });
+        assert_eq!(
+            scan_idle(b"GET / HTTP/1.1\r\n").unwrap(),
+            IdleInput { pings: 0, request_at: Some(0), partial: false }
+        );
         assert_eq!(scan_idle(&[0xFF, 0x02]), Err(ProtoError::BadFrame(2)));
         assert_eq!(scan_idle(&[0xFF, 0x01, 0xFF, 0x00]), Err(ProtoError::BadFrame(0)));
         // neither AJP13 nor an HTTP method token begins with the frame mark
         assert_ne!(FRAME_MARK, 0x12);
         assert!(!FRAME_MARK.is_ascii());
-        assert_eq!(PingParams { interval_ms: 500, timeout_ms: 200 }.dialer_deadline(), Some(std::time::Duration::from_millis(700)));
+        assert_eq!(
+            PingParams { interval_ms: 500, timeout_ms: 200 }.dialer_deadline(),
+            Some(std::time::Duration::from_millis(700))
+        );
         assert_eq!(PingParams::OFF.dialer_deadline(), None);
     }
 
@@ -618,7 +612,8 @@ mod tests {
         if std::env::var_os("PROTO_WRITE_VECTORS").is_some() {
             std::fs::write(path, &want).unwrap();
         }
-        let have = std::fs::read_to_string(path).expect("testdata/handshake-v2.vectors (PROTO_WRITE_VECTORS=1 writes it)");
+        let have =
+            std::fs::read_to_string(path).expect("testdata/handshake-v2.vectors (PROTO_WRITE_VECTORS=1 writes it)");
         assert_eq!(have, want, "the shared vectors differ from what this implementation computes");
     }
 }

@@ -40,8 +40,7 @@ fn list(limit: usize, lower: bool) -> impl Strategy<Value = Vec<String>> {
 }
 
 fn timeout_value() -> impl Strategy<Value = String> {
-    (0u32..100_000, prop::sample::select(vec!["", "s", "ms", "mi", "h"]))
-        .prop_map(|(n, u)| format!("{n}{u}"))
+    (0u32..100_000, prop::sample::select(vec!["", "s", "ms", "mi", "h"])).prop_map(|(n, u)| format!("{n}{u}"))
 }
 
 fn other_pair() -> impl Strategy<Value = (String, String)> {

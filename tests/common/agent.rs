@@ -57,12 +57,7 @@ impl Agent {
             .process_group(0)
             .spawn()
             .expect("spawn reversed-agent");
-        Agent {
-            child: Some(child),
-            log,
-            _dir: own,
-            name: format!("agent-{n} {}", args.join(" ")),
-        }
+        Agent { child: Some(child), log, _dir: own, name: format!("agent-{n} {}", args.join(" ")) }
     }
     pub fn log(&self) -> String {
         read_lossy(&self.log)
@@ -178,4 +173,3 @@ impl AgentArgs {
         Agent::spawn(dir, &self.args())
     }
 }
-

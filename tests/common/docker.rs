@@ -25,10 +25,7 @@ pub fn run_bounded(limit: Duration, prog: &str, args: &[&str], env: &[(&str, Str
     for (k, v) in env {
         c.env(k, v);
     }
-    let out = c
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{prog} {}: {e}", args.join(" ")))?;
+    let out = c.stdin(Stdio::null()).output().map_err(|e| format!("{prog} {}: {e}", args.join(" ")))?;
     let so = String::from_utf8_lossy(&out.stdout).into_owned();
     if out.status.success() {
         Ok(so)
@@ -69,7 +66,8 @@ impl Engine {
         }
         assert!(crate::common::is_root(), "the Docker tests need root (a private dockerd, debootstrap)");
         let script = workspace_dir().join("scripts/docker-engine.sh");
-        let out = Command::new(&script).arg("start").stdin(Stdio::null()).output().expect("run scripts/docker-engine.sh");
+        let out =
+            Command::new(&script).arg("start").stdin(Stdio::null()).output().expect("run scripts/docker-engine.sh");
         let so = String::from_utf8_lossy(&out.stdout).into_owned();
         let se = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() {
@@ -179,7 +177,10 @@ impl Front {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
     pub fn status(&self) -> Result<Status, String> {
-        let r = crate::common::get_with(&crate::common::client(Duration::from_secs(3)), &self.url("/reversed-status?json"))?;
+        let r = crate::common::get_with(
+            &crate::common::client(Duration::from_secs(3)),
+            &self.url("/reversed-status?json"),
+        )?;
         if r.status != 200 {
             return Err(format!("status page: HTTP {}", r.status));
         }
@@ -220,7 +221,8 @@ impl<'e> Topo<'e> {
                 Ok(_) => {
                     t.nets.push(fname);
                     let bname = format!("{tag}-back");
-                    match e.docker(&["network", "create", "--label", &label, "--subnet", &format!("{b}.0/24"), &bname]) {
+                    match e.docker(&["network", "create", "--label", &label, "--subnet", &format!("{b}.0/24"), &bname])
+                    {
                         Ok(_) => {
                             t.nets.push(bname);
                             t.front_net = f;
@@ -242,12 +244,26 @@ impl<'e> Topo<'e> {
         let router = t.name("router");
         let (fs_, bs) = (format!("{}.0/24", t.front_net), format!("{}.0/24", t.back_net));
         let (back, bip) = (t.nets[1].clone(), format!("{}.254", t.back_net));
-        t.docker_run(&[
-            "--name", &router, "--network", &back, "--ip", &bip,
-            "--cap-add", "NET_ADMIN", "--sysctl", "net.ipv4.ip_forward=1",
-            "-e", &format!("FRONT_SUBNET={fs_}"), "-e", &format!("BACK_SUBNET={bs}"),
-            "mpr/router",
-        ], false);
+        t.docker_run(
+            &[
+                "--name",
+                &router,
+                "--network",
+                &back,
+                "--ip",
+                &bip,
+                "--cap-add",
+                "NET_ADMIN",
+                "--sysctl",
+                "net.ipv4.ip_forward=1",
+                "-e",
+                &format!("FRONT_SUBNET={fs_}"),
+                "-e",
+                &format!("BACK_SUBNET={bs}"),
+                "mpr/router",
+            ],
+            false,
+        );
         // The second network before the router's entrypoint looks for it: create, connect, start.
         t.e.docker(&["network", "connect", "--ip", &format!("{}.254", t.front_net), &t.nets[0], &router]).unwrap();
         t.e.docker(&["start", &router]).unwrap();
@@ -313,8 +329,25 @@ impl<'e> Topo<'e> {
         );
         let routes = format!("MPR_ROUTES={}.0/24 via {}", self.back_net, self.router_front());
         self.docker_run(
-            &["--name", &name, "--network", &net, "--ip", &ip, "--cap-add", "NET_ADMIN", "-e", &routes,
-              "-v", &vol_c, "-v", &vol_s, "-p", &publish, "mpr/httpd"],
+            &[
+                "--name",
+                &name,
+                "--network",
+                &net,
+                "--ip",
+                &ip,
+                "--cap-add",
+                "NET_ADMIN",
+                "-e",
+                &routes,
+                "-v",
+                &vol_c,
+                "-v",
+                &vol_s,
+                "-p",
+                &publish,
+                "mpr/httpd",
+            ],
             true,
         );
         let f = Front { name: short.to_string(), ip, port };
@@ -341,8 +374,22 @@ impl<'e> Topo<'e> {
         let bname = format!("MPR_BACKEND_NAME={short}");
         let envs: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut v: Vec<&str> = vec![
-            "--name", &name, "--hostname", short, "--network", &net, "--ip", &ip, "--cap-add", "NET_ADMIN",
-            "-e", &routes, "-e", &bname, "-v", &vol_s,
+            "--name",
+            &name,
+            "--hostname",
+            short,
+            "--network",
+            &net,
+            "--ip",
+            &ip,
+            "--cap-add",
+            "NET_ADMIN",
+            "-e",
+            &routes,
+            "-e",
+            &bname,
+            "-v",
+            &vol_s,
         ];
         for e in &envs {
             v.push("-e");
@@ -383,8 +430,17 @@ impl<'e> Topo<'e> {
         let short = format!("baseline{}", SEQ.fetch_add(1, Ordering::SeqCst));
         let name = self.name(&short);
         self.docker_run(
-            &["--name", &name, "--network", "none", "--entrypoint", "sh", "mpr/router", "-c",
-              "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"],
+            &[
+                "--name",
+                &name,
+                "--network",
+                "none",
+                "--entrypoint",
+                "sh",
+                "mpr/router",
+                "-c",
+                "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done",
+            ],
             true,
         );
         std::thread::sleep(Duration::from_millis(300));
@@ -419,12 +475,7 @@ impl<'e> Topo<'e> {
     /// The router's drop counters: (front → back, cut).
     pub fn fw_counters(&self) -> (u64, u64) {
         let s = self.exec("router", &["mpr-fw", "counters"]).unwrap_or_default();
-        let get = |k: &str| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
+        let get = |k: &str| s.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
         (get("front_to_back "), get("cut "))
     }
 }
@@ -483,7 +534,15 @@ impl Lb {
     /// `threads` clients, each request to the next front end in rotation and
     /// the next of `paths`; at most `max` requests and `limit` in all; each
     /// request bounded by `timeout`; `pace` between a client's requests.
-    pub fn start(fronts: Vec<String>, paths: Vec<String>, threads: usize, max: u64, limit: Duration, timeout: Duration, pace: Duration) -> Lb {
+    pub fn start(
+        fronts: Vec<String>,
+        paths: Vec<String>,
+        threads: usize,
+        max: u64,
+        limit: Duration,
+        timeout: Duration,
+        pace: Duration,
+    ) -> Lb {
         let t0 = Instant::now();
         let in_rotation: Arc<Vec<AtomicBool>> = Arc::new(fronts.iter().map(|_| AtomicBool::new(true)).collect());
         let stop = Arc::new(AtomicBool::new(false));
@@ -503,7 +562,9 @@ impl Lb {
                         }
                         // The next front end in rotation (none: wait a little).
                         let k = fronts.len() as u64;
-                        let Some(front) = (0..k).map(|i| ((n + i) % k) as usize).find(|&i| rot[i].load(Ordering::SeqCst)) else {
+                        let Some(front) =
+                            (0..k).map(|i| ((n + i) % k) as usize).find(|&i| rot[i].load(Ordering::SeqCst))
+                        else {
                             std::thread::sleep(Duration::from_millis(20));
                             continue;
                         };

@@ -51,10 +51,7 @@ pub fn proc_fds(pid: i32) -> Option<usize> {
 
 fn proc_status_field(pid: i32, field: &str) -> Option<u64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok())
 }
 
 /// Resident memory of `pid` in KiB.
@@ -132,16 +129,24 @@ pub fn raw_dial(port: u16, node: &str, secret: &[u8], timeout: Duration) -> Resu
         }
         buf.extend_from_slice(&b[..n]);
         match p::parse_challenge(&buf) {
-            Ok(Some((p::Challenge::Continue { server_nonce, server_proof, ping, .. }, _))) => break (server_nonce, server_proof, ping),
+            Ok(Some((p::Challenge::Continue { server_nonce, server_proof, ping, .. }, _))) => {
+                break (server_nonce, server_proof, ping)
+            }
             Ok(Some((p::Challenge::Refused { refusal: r, .. }, _))) => return Err(format!("refused: {r:?}")),
             Ok(None) => continue,
             Err(e) => return Err(format!("bad challenge: {e}")),
         }
     };
-    if !(p::Transcript { version: p::VERSION, node: node.as_bytes(), client_nonce: &cn, server_nonce: &sn, ping }).verify_server_proof(secret, &sp) {
+    if !(p::Transcript { version: p::VERSION, node: node.as_bytes(), client_nonce: &cn, server_nonce: &sn, ping })
+        .verify_server_proof(secret, &sp)
+    {
         return Err("server proof does not verify".into());
     }
-    s.write_all(&p::Transcript { version: p::VERSION, node: node.as_bytes(), client_nonce: &cn, server_nonce: &sn, ping }.client_proof(secret)).map_err(|e| format!("proof: {e}"))?;
+    s.write_all(
+        &p::Transcript { version: p::VERSION, node: node.as_bytes(), client_nonce: &cn, server_nonce: &sn, ping }
+            .client_proof(secret),
+    )
+    .map_err(|e| format!("proof: {e}"))?;
     let mut v = [0u8; 1];
     s.read_exact(&mut v).map_err(|e| format!("verdict: {e}"))?;
     match p::Verdict::from_byte(v[0]) {
@@ -172,4 +177,3 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         Err(format!("`{}` failed: {text}", args.join(" ")))
     }
 }
-

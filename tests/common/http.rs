@@ -30,10 +30,7 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -55,11 +52,8 @@ fn finish(r: Result<ureq::Response, ureq::Error>) -> Result<Resp, String> {
         Err(e) => return Err(e.to_string()),
     };
     let status = resp.status();
-    let headers = resp
-        .headers_names()
-        .into_iter()
-        .filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string())))
-        .collect();
+    let headers =
+        resp.headers_names().into_iter().filter_map(|n| resp.header(&n).map(|v| (n.clone(), v.to_string()))).collect();
     let mut body = Vec::new();
     resp.into_reader()
         .take(256 << 20)
@@ -82,12 +76,7 @@ pub fn post(url: &str, body: &[u8]) -> Result<Resp, String> {
 }
 
 pub fn post_with(agent: &ureq::Agent, url: &str, body: &[u8]) -> Result<Resp, String> {
-    finish(
-        agent
-            .post(url)
-            .set("Content-Type", "application/octet-stream")
-            .send_bytes(body),
-    )
+    finish(agent.post(url).set("Content-Type", "application/octet-stream").send_bytes(body))
 }
 
 /// Deterministic pseudo-random bytes (xorshift), cheap to make in bulk.
@@ -109,4 +98,3 @@ pub fn sha256_hex(b: &[u8]) -> String {
     let d = sha2::Sha256::digest(b);
     d.iter().map(|x| format!("{x:02x}")).collect()
 }
-

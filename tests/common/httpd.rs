@@ -206,13 +206,7 @@ impl HttpdBuilder {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot run {APACHE2}: {e}"))?;
-        let mut h = Httpd {
-            child,
-            port: self.port,
-            conf,
-            mpm: self.mpm,
-            dir: self.dir,
-        };
+        let mut h = Httpd { child, port: self.port, conf, mpm: self.mpm, dir: self.dir };
         let end = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(st)) = h.child.try_wait() {
@@ -258,13 +252,8 @@ pub fn builtin_modules() -> &'static Vec<String> {
 
 /// `apache2 -t -f CONF`: (exit status success, stdout + stderr).
 pub fn configtest(conf: &Path) -> (bool, String) {
-    let out = Command::new(APACHE2)
-        .arg("-t")
-        .arg("-f")
-        .arg(conf)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run apache2 -t");
+    let out =
+        Command::new(APACHE2).arg("-t").arg("-f").arg(conf).stdin(Stdio::null()).output().expect("run apache2 -t");
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), s)
@@ -361,9 +350,8 @@ impl Httpd {
 
 impl Drop for Httpd {
     fn drop(&mut self) {
-        let pidfile_pid = fs::read_to_string(self.dir.path().join("run/httpd.pid"))
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
+        let pidfile_pid =
+            fs::read_to_string(self.dir.path().join("run/httpd.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok());
         let strays = self.child_pids();
         stop_child(&mut self.child, Duration::from_secs(8));
         if let Some(p) = pidfile_pid {
@@ -387,4 +375,3 @@ impl Drop for Httpd {
         }
     }
 }
-

@@ -71,7 +71,8 @@ impl Load {
         let urls = Arc::new(urls);
         let threads = (0..o.threads)
             .map(|_| {
-                let (stop, samples, issued, urls, o) = (stop.clone(), samples.clone(), issued.clone(), urls.clone(), o.clone());
+                let (stop, samples, issued, urls, o) =
+                    (stop.clone(), samples.clone(), issued.clone(), urls.clone(), o.clone());
                 std::thread::spawn(move || {
                     let c = super::client(o.timeout);
                     while !stop.load(Ordering::SeqCst) && t0.elapsed() < o.duration {

@@ -10,16 +10,16 @@
 //! stderr before they are removed, so failures can be diagnosed.
 #![allow(dead_code, unused_imports)]
 
-pub mod load;
 mod agent;
+mod figures;
 mod http;
 mod httpd;
+pub mod load;
 mod nodes;
 mod raw;
-mod figures;
 mod status;
-mod tomcat_ajp;
 pub mod tomcat;
+mod tomcat_ajp;
 
 pub use agent::*;
 pub use figures::*;
@@ -81,21 +81,13 @@ fn target_dir() -> PathBuf {
 /// build the agent, so the suite is run after `cargo build --workspace`.
 pub fn module_path() -> PathBuf {
     let p = target_dir().join("debug").join("libmod_proxy_reversed.so");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` (or `make test`) first",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace` (or `make test`) first", p.display());
     p
 }
 
 pub fn agent_path() -> PathBuf {
     let p = target_dir().join("debug").join("reversed-agent");
-    assert!(
-        p.exists(),
-        "{} is missing: run `cargo build --workspace` (or `make test`) first",
-        p.display()
-    );
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace` (or `make test`) first", p.display());
     p
 }
 
@@ -183,10 +175,7 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
         let p = std::env::temp_dir().join(format!(
             "mpr-{tag}-{}-{}-{nanos}",
             std::process::id(),
@@ -269,4 +258,3 @@ fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     }
     status
 }
-

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------
 
 /// Event MPM settings for tests that need exactly one child (one port, one pool).
-pub const ONE_EVENT_CHILD: &str = "StartServers 1\nServerLimit 1\nThreadLimit 16\nThreadsPerChild 16\nMaxRequestWorkers 16\n\
+pub const ONE_EVENT_CHILD: &str =
+    "StartServers 1\nServerLimit 1\nThreadLimit 16\nThreadsPerChild 16\nMaxRequestWorkers 16\n\
      MinSpareThreads 1\nMaxSpareThreads 16\n";
 
 pub const STATUS_LOCATION: &str =
@@ -40,13 +41,7 @@ pub struct RNode {
 impl RNode {
     pub fn new(name: &str, scheme: &'static str, sentinel: &str, nports: u16) -> RNode {
         let first = free_ports(nports);
-        RNode {
-            name: name.into(),
-            scheme,
-            url: format!("{scheme}://{sentinel}/"),
-            first,
-            last: first + nports - 1,
-        }
+        RNode { name: name.into(), scheme, url: format!("{scheme}://{sentinel}/"), first, last: first + nports - 1 }
     }
     /// "127.0.0.1:first-last"
     pub fn range(&self) -> String {
@@ -119,4 +114,3 @@ pub fn assert_served(node: &RNode, r: &Result<Resp, String>, what: &str) {
         Err(e) => panic!("{what}: transport error: {e}"),
     }
 }
-

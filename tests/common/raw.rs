@@ -49,7 +49,8 @@ pub fn read_all_for(s: &mut TcpStream, timeout: Duration) -> (Vec<u8>, bool) {
 pub fn assert_only_handshake_refusal(what: &str, got: &[u8]) -> String {
     use reversed_proto as p;
     let has = |b: &[u8], pat: &[u8]| b.windows(pat.len()).any(|w| w == pat);
-    let show = |b: &[u8]| format!("{:02x?} {:?}", &b[..b.len().min(120)], String::from_utf8_lossy(&b[..b.len().min(120)]));
+    let show =
+        |b: &[u8]| format!("{:02x?} {:?}", &b[..b.len().min(120)], String::from_utf8_lossy(&b[..b.len().min(120)]));
     if got.is_empty() {
         return "nothing".into();
     }
@@ -82,7 +83,12 @@ pub fn assert_only_handshake_refusal(what: &str, got: &[u8]) -> String {
         "{what}: received REQUEST bytes after the handshake: {}",
         show(rest)
     );
-    assert!(rest.is_empty(), "{what}: received {} unexpected bytes after the handshake answer: {}", rest.len(), show(rest));
+    assert!(
+        rest.is_empty(),
+        "{what}: received {} unexpected bytes after the handshake answer: {}",
+        rest.len(),
+        show(rest)
+    );
     desc
 }
 
@@ -90,4 +96,3 @@ pub fn write_file(p: &Path, content: &[u8]) {
     let mut f = fs::File::create(p).unwrap();
     f.write_all(content).unwrap();
 }
-

@@ -46,9 +46,7 @@ pub struct Status {
 
 impl Status {
     pub fn nodes<'a>(&'a self, node: &'a str) -> impl Iterator<Item = (i64, &'a NodeStatus)> + 'a {
-        self.children
-            .iter()
-            .flat_map(move |c| c.nodes.iter().filter(move |n| n.node == node).map(move |n| (c.pid, n)))
+        self.children.iter().flat_map(move |c| c.nodes.iter().filter(move |n| n.node == node).map(move |n| (c.pid, n)))
     }
     pub fn idle(&self, node: &str) -> u64 {
         self.nodes(node).map(|(_, n)| n.idle).sum()
@@ -61,11 +59,7 @@ impl Status {
     }
     /// Ports bound for `node`, one per child that has one.
     pub fn ports(&self, node: &str) -> Vec<u16> {
-        let mut v: Vec<u16> = self
-            .nodes(node)
-            .filter(|(_, n)| n.bound)
-            .filter_map(|(_, n)| n.port)
-            .collect();
+        let mut v: Vec<u16> = self.nodes(node).filter(|(_, n)| n.bound).filter_map(|(_, n)| n.port).collect();
         v.sort();
         v
     }
@@ -77,11 +71,10 @@ impl Status {
     /// Every child has at least one idle connection for each of `nodes`.
     pub fn all_children_idle(&self, nodes: &[&str]) -> bool {
         !self.children.is_empty()
-            && self.children.iter().all(|c| {
-                nodes
-                    .iter()
-                    .all(|nn| c.nodes.iter().any(|n| &n.node == nn && n.bound && n.idle > 0))
-            })
+            && self
+                .children
+                .iter()
+                .all(|c| nodes.iter().all(|nn| c.nodes.iter().any(|n| &n.node == nn && n.bound && n.idle > 0)))
     }
 }
 
@@ -96,10 +89,8 @@ pub fn status_json(h: &Httpd) -> Result<Status, String> {
 
 pub fn parse_status(text: &str) -> Result<Status, String> {
     let j: Json = serde_json::from_str(text).map_err(|e| format!("bad JSON from the status handler ({e}): {text}"))?;
-    let children = j
-        .get("children")
-        .and_then(Json::as_array)
-        .ok_or_else(|| format!("no \"children\" array in {text}"))?;
+    let children =
+        j.get("children").and_then(Json::as_array).ok_or_else(|| format!("no \"children\" array in {text}"))?;
     let mut out = Vec::new();
     for c in children {
         let pid = c.get("pid").and_then(Json::as_i64).ok_or("child without pid")?;
@@ -126,4 +117,3 @@ pub fn parse_status(text: &str) -> Result<Status, String> {
     }
     Ok(Status { children: out })
 }
-

@@ -79,7 +79,8 @@ impl Conn {
 /// JSP that echoes the request body (for the 10 MB POSTs). It reads the
 /// whole body before answering: a client that sends its whole body before
 /// reading (ureq) would otherwise deadlock against an echo that streams.
-pub const ECHO_JSP: &str = "<%@ page session=\"false\" contentType=\"application/octet-stream\" trimDirectiveWhitespaces=\"true\" %><%\n\
+pub const ECHO_JSP: &str =
+    "<%@ page session=\"false\" contentType=\"application/octet-stream\" trimDirectiveWhitespaces=\"true\" %><%\n\
 java.io.InputStream in = request.getInputStream();\n\
 java.io.ByteArrayOutputStream all = new java.io.ByteArrayOutputStream();\n\
 byte[] b = new byte[65536];\n\
@@ -90,7 +91,8 @@ all.writeTo(o);\n\
 %>";
 
 /// JSP that sleeps `?ms=N` milliseconds, then answers "slept N".
-pub const SLEEP_JSP: &str = "<%@ page session=\"false\" contentType=\"text/plain\" trimDirectiveWhitespaces=\"true\" %><%\n\
+pub const SLEEP_JSP: &str =
+    "<%@ page session=\"false\" contentType=\"text/plain\" trimDirectiveWhitespaces=\"true\" %><%\n\
 long ms = Long.parseLong(request.getParameter(\"ms\"));\n\
 Thread.sleep(ms);\n\
 %>slept <%= ms %>";
@@ -160,9 +162,7 @@ impl ReversedTomcat {
     pub fn start_again(&mut self) {
         self.spawn();
         let n = self.starts;
-        let ok = wait_until(Duration::from_secs(60), || {
-            self.startups() >= n || !self.is_running()
-        });
+        let ok = wait_until(Duration::from_secs(60), || self.startups() >= n || !self.is_running());
         assert!(self.is_running(), "tomcat exited during start-up:\n{}", tail(&self.log(), 8000));
         assert!(ok, "tomcat did not start within 60 s:\n{}", tail(&self.log(), 8000));
     }

@@ -78,10 +78,7 @@ impl Tomcat {
 "#
         );
         fs::write(base.join("conf/server.xml"), server_xml).unwrap();
-        let etc_web = [
-            Path::new(TOMCAT_HOME).join("etc/web.xml"),
-            PathBuf::from("/etc/tomcat10/web.xml"),
-        ];
+        let etc_web = [Path::new(TOMCAT_HOME).join("etc/web.xml"), PathBuf::from("/etc/tomcat10/web.xml")];
         let web = etc_web.iter().find(|p| p.exists()).expect("tomcat10 web.xml");
         fs::copy(web, base.join("conf/web.xml")).unwrap();
         for f in ["catalina.properties", "context.xml", "logging.properties"] {
@@ -140,10 +137,7 @@ impl Tomcat {
 fn java_home() -> PathBuf {
     // /usr/bin/java -> /etc/alternatives/java -> /usr/lib/jvm/X/bin/java
     let real = fs::canonicalize("/usr/bin/java").unwrap_or_else(|_| PathBuf::from("/usr/bin/java"));
-    real.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("/usr"))
+    real.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/usr"))
 }
 
 impl Drop for Tomcat {
@@ -154,4 +148,3 @@ impl Drop for Tomcat {
         }
     }
 }
-

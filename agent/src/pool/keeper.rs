@@ -115,12 +115,7 @@ struct Keeper {
 }
 
 /// Keeps the pool of one front end until shutdown; returns its counters.
-pub async fn run_frontend(
-    fe: FrontEnd,
-    target: usize,
-    agent: Arc<Agent>,
-    shutdown: watch::Receiver<bool>,
-) -> Stats {
+pub async fn run_frontend(fe: FrontEnd, target: usize, agent: Arc<Agent>, shutdown: watch::Receiver<bool>) -> Stats {
     let (_keep, target) = watch::channel(target);
     run_frontend_watch(fe, target, agent, shutdown).await
 }
@@ -411,7 +406,11 @@ impl Keeper {
                         };
                         if self.last_dead_log.is_none_or(|t| now.duration_since(t) >= DEAD_LOG_EVERY) {
                             self.last_dead_log = Some(now);
-                            warn!("{} (front end {}): an idle connection {what}; closed it and dialing a replacement", self.fe.addr(port), self.fe);
+                            warn!(
+                                "{} (front end {}): an idle connection {what}; closed it and dialing a replacement",
+                                self.fe.addr(port),
+                                self.fe
+                            );
                         } else {
                             debug!("{}: an idle connection {what}; redialing", self.fe.addr(port));
                         }
@@ -433,9 +432,7 @@ impl Keeper {
                     debug!("{addr}: another connection closed in the same burst; not counted");
                 } else if lived < QUICK_CLOSE {
                     // Accepted, then closed at once: pace the redials like failures.
-                    let recent = self.ports[i]
-                        .last_quick
-                        .is_some_and(|t| now - t < QUICK_STREAK_WINDOW);
+                    let recent = self.ports[i].last_quick.is_some_and(|t| now - t < QUICK_STREAK_WINDOW);
                     let quick = if recent { self.ports[i].quick + 1 } else { 1 };
                     self.ports[i].quick = quick;
                     self.ports[i].last_quick = Some(now);
@@ -449,14 +446,14 @@ impl Keeper {
                             lived.as_millis()
                         );
                     } else {
-                        debug!("{addr}: closed right after accepting again ({quick} in a row); next try in {} ms", d.as_millis());
+                        debug!(
+                            "{addr}: closed right after accepting again ({quick} in a row); next try in {} ms",
+                            d.as_millis()
+                        );
                     }
                 } else {
                     self.ports[i].quick = 0;
-                    debug!(
-                        "idle connection to {addr} closed by httpd after {:.1} s; redialing",
-                        lived.as_secs_f64()
-                    );
+                    debug!("idle connection to {addr} closed by httpd after {:.1} s; redialing", lived.as_secs_f64());
                     // A child went away (graceful restart, or httpd shrinking
                     // its pool): new children may be binding refused ports now.
                     for p in self.ports.iter_mut().filter(|p| p.streak > 0) {
@@ -468,10 +465,7 @@ impl Keeper {
         }
         let idle = self.idle();
         if idle >= self.target && !self.ready {
-            info!(
-                "front end {} ready: {}/{} idle connections",
-                self.fe, idle, self.target
-            );
+            info!("front end {} ready: {}/{} idle connections", self.fe, idle, self.target);
             self.ready = true;
             self.full_logged = false;
         }
@@ -485,10 +479,7 @@ impl Keeper {
                 self.stats.accepted += 1;
                 let p = &mut self.ports[i];
                 if p.streak > 0 {
-                    info!(
-                        "{addr} (front end {}) OK again after {} failed attempts",
-                        self.fe, p.streak
-                    );
+                    info!("{addr} (front end {}) OK again after {} failed attempts", self.fe, p.streak);
                     // The port refused in between: another process (a new
                     // child after a graceful restart) owns it now, and the
                     // quick closes of the old one say nothing about it.
@@ -506,9 +497,7 @@ impl Keeper {
             }
             Err(Fail::Cancelled) => {}
             Err(Fail::Busy(what)) => {
-                let d = self
-                    .jitter
-                    .between(Duration::from_millis(500), Duration::from_millis(1000));
+                let d = self.jitter.between(Duration::from_millis(500), Duration::from_millis(1000));
                 let p = &mut self.ports[i];
                 p.full = true;
                 p.next_allowed = now + d;
@@ -542,10 +531,7 @@ impl Keeper {
                         self.agent.max_backoff.as_millis()
                     );
                 } else {
-                    debug!(
-                        "dial {addr} failed again ({streak} in a row): {msg}; next try in {} ms",
-                        d.as_millis()
-                    );
+                    debug!("dial {addr} failed again ({streak} in a row): {msg}; next try in {} ms", d.as_millis());
                 }
             }
             Err(Fail::Auth(msg)) => {
@@ -553,16 +539,11 @@ impl Keeper {
                 self.ports[i].last_fail = Some(now);
                 let streak = self.ports[i].streak;
                 // Retrying cannot fix a wrong secret soon: start around 1 s and grow to the cap.
-                let d = self
-                    .backoff(streak + AUTH_BACKOFF_HEAD_START)
-                    .max(AUTH_BACKOFF_MIN);
+                let d = self.backoff(streak + AUTH_BACKOFF_HEAD_START).max(AUTH_BACKOFF_MIN);
                 self.ports[i].next_allowed = now + d;
                 self.ready = false;
                 if streak == 1 || streak.is_multiple_of(AUTH_LOG_EVERY) {
-                    error!(
-                        "{msg}; front end {}, attempt {streak}, backing off",
-                        self.fe
-                    );
+                    error!("{msg}; front end {}, attempt {streak}, backing off", self.fe);
                 } else {
                     debug!("{msg}; next try in {} ms", d.as_millis());
                 }
@@ -574,11 +555,11 @@ impl Keeper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handshake::fake_httpd;
     use crate::pool::testutil::*;
+    use reversed_proto::Verdict;
     use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::net::TcpListener;
-    use reversed_proto::Verdict;
-    use crate::handshake::fake_httpd;
 
     #[test]
     fn backoff_grows_and_is_capped() {
@@ -647,12 +628,7 @@ mod tests {
         let port = l.local_addr().unwrap().port();
         let (ctx, _crx) = mpsc::unbounded_channel();
         let proofs = Arc::new(AtomicU64::new(0));
-        tokio::spawn(fake_httpd(
-            l,
-            b"the-httpd-has-another-secret",
-            ctx,
-            proofs.clone(),
-        ));
+        tokio::spawn(fake_httpd(l, b"the-httpd-has-another-secret", ctx, proofs.clone()));
         let stats = keep_for(one_port(port), 4, agent(Some(SECRET), 5000), Duration::from_millis(1500)).await;
         // The first round dials `idle` (4) at once; then auth failures back off at
         // least 1 s, one probe at a time.
@@ -685,8 +661,7 @@ mod tests {
             while let Ok((mut s, _)) = l.accept().await {
                 let v2 = v2.clone();
                 tokio::spawn(async move {
-                    let o =
-                        fake_httpd::serve(&mut s, b"app1", SECRET, None, Verdict::PoolFull).await;
+                    let o = fake_httpd::serve(&mut s, b"app1", SECRET, None, Verdict::PoolFull).await;
                     if matches!(o, Ok(fake_httpd::Outcome::Proof { valid: true })) {
                         v2.fetch_add(1, Ordering::SeqCst);
                     }
@@ -729,10 +704,7 @@ mod tests {
         let keeper = tokio::spawn(run_frontend(fe, 8, agent(None, 400), sd_rx));
         tokio::time::sleep(Duration::from_millis(1500)).await;
         sd_tx.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(3), keeper)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
         let n = accepts.load(Ordering::SeqCst);
         assert!((1..=20).contains(&n), "{n} accepts in 1.5 s");
     }

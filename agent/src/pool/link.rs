@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 use super::tcp::set_sockopts;
 use super::{shutdown_begun, Agent, Close, Event, Fail, FrontEnd, Mode};
-use crate::metrics::FrontMetrics;
 use crate::handshake::{self, HandshakeError};
+use crate::metrics::FrontMetrics;
 use crate::responder;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -43,40 +43,20 @@ fn classify(e: HandshakeError, addr: &str, node: &str) -> Fail {
 
 async fn connect(fe: &FrontEnd, agent: &Agent, port: u16) -> Result<(TcpStream, PingParams), Fail> {
     let addr = fe.addr(port);
-    let mut s = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        TcpStream::connect((fe.host.as_str(), port)),
-    )
-    .await
-    {
+    let mut s = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((fe.host.as_str(), port))).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Err(Fail::Net(e.to_string())),
-        Err(_) => {
-            return Err(Fail::Net(format!(
-                "connect timed out after {} s",
-                CONNECT_TIMEOUT.as_secs()
-            )))
-        }
+        Err(_) => return Err(Fail::Net(format!("connect timed out after {} s", CONNECT_TIMEOUT.as_secs()))),
     };
     if let Err(e) = set_sockopts(&s, &agent.tcp) {
         debug!("{addr}: cannot set socket options: {e}");
     }
     let mut ping = PingParams::OFF;
     if let Some(secret) = &agent.secret {
-        match tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            handshake::dial(&mut s, agent.node.as_bytes(), secret),
-        )
-        .await
-        {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::dial(&mut s, agent.node.as_bytes(), secret)).await {
             Ok(Ok(p)) => ping = p,
             Ok(Err(e)) => return Err(classify(e, &addr, &agent.node)),
-            Err(_) => {
-                return Err(Fail::Net(format!(
-                    "handshake timed out after {} s",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                )))
-            }
+            Err(_) => return Err(Fail::Net(format!("handshake timed out after {} s", HANDSHAKE_TIMEOUT.as_secs()))),
         }
     }
     Ok((s, ping))
@@ -206,23 +186,16 @@ mod tests {
         let mut c1 = recv(&mut crx).await;
         let _c2 = recv(&mut crx).await;
         // No third connection while both are idle.
-        assert!(tokio::time::timeout(Duration::from_millis(200), crx.recv())
-            .await
-            .is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(200), crx.recv()).await.is_err());
 
         // httpd writes a request into an idle connection: a replacement gets dialled
         // and the responder answers, keeping the connection alive.
-        c1.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
-            .await
-            .unwrap();
+        c1.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
         let _c3 = recv(&mut crx).await;
         let mut buf = Vec::new();
         while !buf.ends_with(b"abcdefghijklmnopqrstuvwxyz") {
             let mut t = [0u8; 1024];
-            let n = tokio::time::timeout(Duration::from_secs(3), c1.read(&mut t))
-                .await
-                .unwrap()
-                .unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(3), c1.read(&mut t)).await.unwrap().unwrap();
             assert!(n > 0);
             buf.extend_from_slice(&t[..n]);
         }
@@ -230,22 +203,14 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(head.contains("X-Responder: http"));
         // Keep-alive: a second request on the same connection.
-        c1.write_all(b"GET /status/404 HTTP/1.1\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        c1.write_all(b"GET /status/404 HTTP/1.1\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut rest = Vec::new();
-        tokio::time::timeout(Duration::from_secs(3), c1.read_to_end(&mut rest))
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(3), c1.read_to_end(&mut rest)).await.unwrap().unwrap();
         assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 404 Not Found\r\n"));
 
         tokio::time::sleep(Duration::from_millis(100)).await;
         sd_tx.send(true).unwrap();
-        let stats = tokio::time::timeout(Duration::from_secs(3), keeper)
-            .await
-            .unwrap()
-            .unwrap();
+        let stats = tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
         assert_eq!(stats.accepted, 3);
         assert_eq!(stats.used, 1);
     }
@@ -267,17 +232,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         sd_tx.send(true).unwrap();
         let mut t = [0u8; 1];
-        let r = tokio::time::timeout(Duration::from_secs(3), c2.read(&mut t))
-            .await
-            .unwrap();
-        assert!(
-            matches!(r, Ok(0)),
-            "idle connection closed on shutdown: {r:?}"
-        );
-        tokio::time::timeout(Duration::from_secs(3), keeper)
-            .await
-            .unwrap()
-            .unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(3), c2.read(&mut t)).await.unwrap();
+        assert!(matches!(r, Ok(0)), "idle connection closed on shutdown: {r:?}");
+        tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
     }
 
     /// A fake httpd that announces `ping` and hands each authenticated link out.
@@ -314,12 +271,18 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(1), c1.read_exact(&mut b)).await.unwrap().unwrap();
             assert_eq!(b, PONG);
         }
-        assert!(tokio::time::timeout(Duration::from_millis(150), recv(&mut crx)).await.is_err(), "a replacement was dialled while pings ran");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(150), recv(&mut crx)).await.is_err(),
+            "a replacement was dialled while pings ran"
+        );
         // httpd stops pinging (the path lost the link): the agent closes it
         // after interval + timeout (400 ms) and dials a replacement at once.
         let mut c2 = tokio::time::timeout(Duration::from_secs(2), crx.recv()).await.unwrap().unwrap();
         let waited = last_ping.elapsed();
-        assert!(waited >= Duration::from_millis(380) && waited < Duration::from_millis(1200), "replacement {waited:?} after the last ping");
+        assert!(
+            waited >= Duration::from_millis(380) && waited < Duration::from_millis(1200),
+            "replacement {waited:?} after the last ping"
+        );
         let mut b = [0u8; 1];
         let r = tokio::time::timeout(Duration::from_secs(1), c1.read(&mut b)).await.unwrap();
         assert!(matches!(r, Ok(0)), "the dead link was not closed: {r:?}");

@@ -143,7 +143,6 @@ enum Close {
     Garbage,
 }
 
-
 /// Resolves when shutdown begins (or its sender is gone).
 pub async fn shutdown_begun(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;

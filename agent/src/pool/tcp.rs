@@ -31,7 +31,9 @@ impl TcpOpts {
         if s.eq_ignore_ascii_case("off") {
             return Ok(None);
         }
-        let bad = || format!("invalid keepalive {s:?}: expected IDLE,INTERVAL,COUNT in seconds, seconds and probes (e.g. 60,10,3) or off");
+        let bad = || {
+            format!("invalid keepalive {s:?}: expected IDLE,INTERVAL,COUNT in seconds, seconds and probes (e.g. 60,10,3) or off")
+        };
         let parts: Vec<&str> = s.split(',').map(str::trim).collect();
         let [a, b, c] = parts[..] else { return Err(bad()) };
         let secs = |x: &str| x.parse::<u64>().ok().filter(|n| (1..=32767).contains(n)).map(Duration::from_secs);
@@ -41,7 +43,6 @@ impl TcpOpts {
         }
     }
 }
-
 
 pub(super) fn set_sockopts(s: &TcpStream, tcp: &TcpOpts) -> io::Result<()> {
     s.set_nodelay(true)?;

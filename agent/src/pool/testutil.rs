@@ -69,8 +69,5 @@ pub(super) async fn fake_httpd(
 }
 
 pub(super) async fn recv(rx: &mut mpsc::UnboundedReceiver<TcpStream>) -> TcpStream {
-    tokio::time::timeout(Duration::from_secs(3), rx.recv())
-        .await
-        .expect("no connection in time")
-        .unwrap()
+    tokio::time::timeout(Duration::from_secs(3), rx.recv()).await.expect("no connection in time").unwrap()
 }

@@ -136,9 +136,7 @@ pub fn parse_config(body: &[u8]) -> Result<ConfigMsg, Error> {
             "alias" => parse_list(&v, true, &mut m.aliases)?,
             "context" => parse_list(&v, false, &mut m.contexts)?,
             _ => {
-                if let Some((canon, check)) =
-                    OTHER_KEYS.iter().find(|(name, _)| name.eq_ignore_ascii_case(&key))
-                {
+                if let Some((canon, check)) = OTHER_KEYS.iter().find(|(name, _)| name.eq_ignore_ascii_case(&key)) {
                     match *check {
                         Check::Any => {}
                         Check::Size(limit, t) => big(limit, t)?,
@@ -310,11 +308,7 @@ impl StatusMsg {
     /// `JVMRoute=<r>&Load=<n>` (createStatusRequest); without `Load` when it is
     /// [`NO_LOAD`].
     pub fn encode(&self) -> String {
-        let rest = if self.load == NO_LOAD {
-            Vec::new()
-        } else {
-            vec![("Load", self.load.to_string())]
-        };
+        let rest = if self.load == NO_LOAD { Vec::new() } else { vec![("Load", self.load.to_string())] };
         encode_body(Some(&self.jvm_route), rest)
     }
 }
@@ -351,10 +345,7 @@ pub fn parse_ping(body: &[u8]) -> Result<PingMsg, Error> {
             }
             route = v;
         } else if k.eq_ignore_ascii_case("Scheme") {
-            if !["ajp", "http", "https", "ws", "wss"]
-                .iter()
-                .any(|s| s.eq_ignore_ascii_case(&v))
-            {
+            if !["ajp", "http", "https", "ws", "wss"].iter().any(|s| s.eq_ignore_ascii_case(&v)) {
                 return Err(Error::unsupported_scheme(&v));
             }
             scheme = Some(v);
@@ -383,10 +374,9 @@ impl PingMsg {
         match self {
             PingMsg::Any => String::new(),
             PingMsg::Route(r) => encode_body(Some(r), Vec::new()),
-            PingMsg::Url { scheme, host, port } => encode_body(
-                None,
-                vec![("Scheme", scheme.clone()), ("Host", host.clone()), ("Port", port.to_string())],
-            ),
+            PingMsg::Url { scheme, host, port } => {
+                encode_body(None, vec![("Scheme", scheme.clone()), ("Host", host.clone()), ("Port", port.to_string())])
+            }
         }
     }
 }
@@ -477,7 +467,8 @@ mod tests {
         assert_eq!(c("JVMRoute=r&Port=%2B80"), Err(syn(text::PORT_BAD)));
         assert_eq!(c("JVMRoute=r&Port=ajp"), Err(syn(text::PORT_BAD)));
         // Balancer and aliases lower-cased; zone stripped.
-        let m = c("JVMRoute=R&Balancer=MyCluster&Alias=WWW.Example,B&Context=%2FApp&Host=%5Bfe80%3A%3A1%25eth0%5D").unwrap();
+        let m = c("JVMRoute=R&Balancer=MyCluster&Alias=WWW.Example,B&Context=%2FApp&Host=%5Bfe80%3A%3A1%25eth0%5D")
+            .unwrap();
         assert_eq!(m.jvm_route, "R");
         assert_eq!(m.balancer.as_deref(), Some("mycluster"));
         assert_eq!(m.aliases, vec!["www.example", "b"]);
@@ -499,7 +490,9 @@ mod tests {
         assert_eq!(c("JVMRoute=r&reversed=maybe"), Err(syn(text::REVERSED_BAD)));
         assert!(!c("JVMRoute=r").unwrap().reversed);
         // Timeouts.
-        for (key, t) in [("flushwait", text::SFLUBAD), ("ping", text::SPNGBAD), ("ttl", text::STTLBAD), ("Timeout", text::STIMBAD)] {
+        for (key, t) in
+            [("flushwait", text::SFLUBAD), ("ping", text::SPNGBAD), ("ttl", text::STTLBAD), ("Timeout", text::STIMBAD)]
+        {
             for ok in ["10", "10s", "10ms", "2mi", "1h", "-5", "%205", "ms", "10sec", "0"] {
                 assert!(c(&format!("JVMRoute=r&{key}={ok}")).is_ok(), "{key}={ok}");
             }
@@ -508,7 +501,10 @@ mod tests {
             }
         }
         // Kept keys, canonical spelling, in order.
-        let m = c("JVMRoute=r&SMAX=5&flushPackets=auto&stickysession=no&WAITWORKER=3&maxattempts=x&StickySessionRemove=yes").unwrap();
+        let m = c(
+            "JVMRoute=r&SMAX=5&flushPackets=auto&stickysession=no&WAITWORKER=3&maxattempts=x&StickySessionRemove=yes",
+        )
+        .unwrap();
         assert_eq!(
             m.other,
             pairs(&[
@@ -568,10 +564,7 @@ mod tests {
         // A later unparsable Load keeps the earlier valid one (sscanf leaves it).
         assert_eq!(s("JVMRoute=n1&Load=5&Load=x").unwrap().load, 5);
         assert_eq!(s("JVMRoute=n1&Load=5&Foo=1"), Err(Error::invalid_field("Foo")));
-        assert_eq!(
-            s("JVMRoute=n1&Foo=1").unwrap_err().mess,
-            "SYNTAX: Invalid field \"Foo\" in message"
-        );
+        assert_eq!(s("JVMRoute=n1&Foo=1").unwrap_err().mess, "SYNTAX: Invalid field \"Foo\" in message");
         assert_eq!(s("Load=5"), Err(syn(text::NO_JVMROUTE)));
         assert_eq!(s("JVMRoute=&Load=5"), Err(syn(text::NO_JVMROUTE)));
         assert_eq!(s(""), Err(syn(text::NO_JVMROUTE)));
@@ -590,7 +583,10 @@ mod tests {
         assert_eq!(u.encode(), "Host=10.0.0.1&Port=8009&Scheme=ajp");
         assert_eq!(p("Scheme=ajp&Host=10.0.0.1&Port=8009").unwrap(), u);
         assert_eq!(p("JVMRoute=n1&Scheme=HTTP&Host=h&Port=1").unwrap(), PingMsg::Route("n1".into()));
-        assert_eq!(p("JVMRoute=&Scheme=wss&Host=h&Port=1").unwrap(), PingMsg::Url { scheme: "wss".into(), host: "h".into(), port: 1 });
+        assert_eq!(
+            p("JVMRoute=&Scheme=wss&Host=h&Port=1").unwrap(),
+            PingMsg::Url { scheme: "wss".into(), host: "h".into(), port: 1 }
+        );
         assert_eq!(p("Scheme=ajp&Host=h"), Err(syn(text::SMISFLD)));
         assert_eq!(p("Port=1"), Err(syn(text::SMISFLD)));
         assert_eq!(p("Scheme=ftp&Host=h&Port=1").unwrap_err().mess, "PING Unsupported scheme: ftp");

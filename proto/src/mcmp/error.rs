@@ -151,11 +151,7 @@ impl std::error::Error for Error {}
 /// The three headers of an error reply, in mod_manager's order (process_error,
 /// lines 3021-3038). The reply is HTTP 500 with the status line reason `ERROR`.
 pub fn error_headers(e: &Error) -> [(&'static str, String); 3] {
-    [
-        ("Version", PROTOCOL_VERSION.to_string()),
-        ("Type", e.kind.as_str().to_string()),
-        ("Mess", e.mess.clone()),
-    ]
+    [("Version", PROTOCOL_VERSION.to_string()), ("Type", e.kind.as_str().to_string()), ("Mess", e.mess.clone())]
 }
 
 pub(super) fn smespar() -> Error {
@@ -181,7 +177,10 @@ mod tests {
         assert_eq!(e.to_string(), "Type=MEM Mess=MEM: Can't read node with \"n1\" JVMRoute");
         assert_eq!(Error::node_exists("n1").mess, "MEM: Node with \"n1\" JVMRoute already exists");
         assert_eq!(Error::node_insert_failed("n1").mess, "MEM: Can't update or insert node with \"n1\" JVMRoute");
-        assert_eq!(Error::balancer_insert_failed("n1").mess, "MEM: Can't update or insert balancer for node with \"n1\" JVMRoute");
+        assert_eq!(
+            Error::balancer_insert_failed("n1").mess,
+            "MEM: Can't update or insert balancer for node with \"n1\" JVMRoute"
+        );
         assert_eq!(Error::same_worker().mess, "MEM: Another for the same worker already exist");
         assert_eq!(Error::command_not_supported(), syn("SYNTAX: Command is not supported"));
         assert_eq!(Error::read_failed("CONFIG").mess, "SYNTAX: CONFIG can't read POST data");

@@ -58,11 +58,13 @@ mod rules;
 
 pub use body::{parse_app, parse_config, parse_ping, parse_status, AppMsg, ConfigMsg, PingMsg, StatusMsg, NO_LOAD};
 pub use error::{error_headers, text, Error, ErrorType};
-pub use reply::{app_rsp, dump_text, info_text, parse_reply, parse_reply_at_eof, ping_rsp, status_rsp, version_rsp, NodeInfo, Reply};
+pub use reply::{
+    app_rsp, dump_text, info_text, parse_reply, parse_reply_at_eof, ping_rsp, status_rsp, version_rsp, NodeInfo, Reply,
+};
 pub use request::{encode_request, form_encode, is_whole_node, request_path};
 pub use rules::{
-    parse_bool, parse_pairs, ALIAS_SIZE, BALANCER_SIZE, CONTEXT_SIZE, COOKIE_SIZE, DOMAIN_SIZE, HOST_SIZE, JVMROUTE_SIZE, MAX_BODY, PATH_SIZE,
-    PORT_SIZE, TYPE_SIZE,
+    parse_bool, parse_pairs, ALIAS_SIZE, BALANCER_SIZE, CONTEXT_SIZE, COOKIE_SIZE, DOMAIN_SIZE, HOST_SIZE,
+    JVMROUTE_SIZE, MAX_BODY, PATH_SIZE, PORT_SIZE, TYPE_SIZE,
 };
 
 /// Value of the `Version:` header of error replies and of VERSION replies
@@ -101,9 +103,7 @@ impl Command {
     /// The command of a request method, compared case-insensitively as
     /// mod_manager's `is_our_method` does (lines 2653-2680).
     pub fn from_method(m: &str) -> Option<Command> {
-        Command::ALL
-            .into_iter()
-            .find(|c| c.method().eq_ignore_ascii_case(m))
+        Command::ALL.into_iter().find(|c| c.method().eq_ignore_ascii_case(m))
     }
 
     pub fn method(self) -> &'static str {
@@ -123,10 +123,7 @@ impl Command {
 
     /// ENABLE-APP, DISABLE-APP, STOP-APP or REMOVE-APP.
     pub fn is_app(self) -> bool {
-        matches!(
-            self,
-            Command::EnableApp | Command::DisableApp | Command::StopApp | Command::RemoveApp
-        )
+        matches!(self, Command::EnableApp | Command::DisableApp | Command::StopApp | Command::RemoveApp)
     }
 }
 
@@ -147,7 +144,6 @@ mod testutil {
         v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 }
-
 
 #[cfg(test)]
 mod tests {

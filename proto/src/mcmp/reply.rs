@@ -8,10 +8,7 @@ use super::{Command, Error, ErrorType, PROTOCOL_VERSION};
 /// httpd's scoreboard restart time (an `apr_time_t`, printed with `%ld`);
 /// `ok` = the node answered the ping.
 pub fn status_rsp(route: &str, ok: bool, id: i64) -> String {
-    format!(
-        "Type=STATUS-RSP&JVMRoute={route}&State={}&id={id}\n",
-        if ok { "OK" } else { "NOTOK" }
-    )
+    format!("Type=STATUS-RSP&JVMRoute={route}&State={}&id={id}\n", if ok { "OK" } else { "NOTOK" })
 }
 
 /// PING reply body (print_ping_response, lines 2468-2482):
@@ -104,11 +101,7 @@ fn vhosts(n: &NodeInfo) -> Vec<(i32, Option<&str>)> {
             vec![(1, None)]
         }
     } else {
-        n.aliases
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (i as i32 + 1, Some(a.as_str())))
-            .collect()
+        n.aliases.iter().enumerate().map(|(i, a)| (i as i32 + 1, Some(a.as_str()))).collect()
     }
 }
 
@@ -210,7 +203,6 @@ pub fn dump_text(nodes: &[NodeInfo]) -> String {
     s
 }
 
-
 /// An HTTP reply to an MCMP request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
@@ -299,18 +291,13 @@ fn parse_reply_impl(bytes: &[u8], eof: bool) -> Result<Option<(Reply, usize)>, S
             };
             let (name, value) = (name.trim(), value.trim());
             if name.eq_ignore_ascii_case("Content-Length") {
-                let n: usize = value
-                    .parse()
-                    .map_err(|_| format!("bad Content-Length: {:?}", truncate(value)))?;
+                let n: usize = value.parse().map_err(|_| format!("bad Content-Length: {:?}", truncate(value)))?;
                 if content_length.is_some_and(|c| c != n) {
                     return Err("conflicting Content-Length headers".into());
                 }
                 content_length = Some(n);
             } else if name.eq_ignore_ascii_case("Transfer-Encoding") {
-                chunked = value
-                    .rsplit(',')
-                    .next()
-                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+                chunked = value.rsplit(',').next().is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
                 if !chunked {
                     return Err(format!("unsupported Transfer-Encoding: {:?}", truncate(value)));
                 }
@@ -336,8 +323,8 @@ fn parse_reply_impl(bytes: &[u8], eof: bool) -> Result<Option<(Reply, usize)>, S
                 };
                 let l = String::from_utf8_lossy(line);
                 let size_text = l.split(';').next().unwrap_or("").trim();
-                let size = usize::from_str_radix(size_text, 16)
-                    .map_err(|_| format!("bad chunk size: {:?}", truncate(&l)))?;
+                let size =
+                    usize::from_str_radix(size_text, 16).map_err(|_| format!("bad chunk size: {:?}", truncate(&l)))?;
                 if size > MAX_REPLY_BODY || body.len() + size > MAX_REPLY_BODY {
                     return Err("reply body too long".into());
                 }
@@ -391,10 +378,7 @@ fn parse_reply_impl(bytes: &[u8], eof: bool) -> Result<Option<(Reply, usize)>, S
             kind: etype.as_deref().map(ErrorType::from_header).unwrap_or(ErrorType::General),
             mess: mess.unwrap_or_else(|| format!("HTTP {status} {reason}").trim_end().to_string()),
         });
-        return Ok(Some((
-            Reply { status, error, body: String::from_utf8_lossy(&body).into_owned() },
-            end,
-        )));
+        return Ok(Some((Reply { status, error, body: String::from_utf8_lossy(&body).into_owned() }, end)));
     }
 }
 
@@ -425,12 +409,18 @@ mod tests {
 
     #[test]
     fn replies_byte_for_byte() {
-        assert_eq!(status_rsp("n1", true, 1700000000123456), "Type=STATUS-RSP&JVMRoute=n1&State=OK&id=1700000000123456\n");
+        assert_eq!(
+            status_rsp("n1", true, 1700000000123456),
+            "Type=STATUS-RSP&JVMRoute=n1&State=OK&id=1700000000123456\n"
+        );
         assert_eq!(status_rsp("n1", false, -1), "Type=STATUS-RSP&JVMRoute=n1&State=NOTOK&id=-1\n");
         assert_eq!(ping_rsp(Some("n1"), true, 7), "Type=PING-RSP&JVMRoute=n1&State=OK&id=7\n");
         assert_eq!(ping_rsp(None, true, 7), "Type=PING-RSP&State=OK&id=7\n");
         assert_eq!(ping_rsp(Some(""), false, 7), "Type=PING-RSP&State=NOTOK&id=7\n");
-        assert_eq!(version_rsp("mod_proxy_cluster/2.0.0.Dev"), "release: mod_proxy_cluster/2.0.0.Dev, protocol: 0.2.1\n");
+        assert_eq!(
+            version_rsp("mod_proxy_cluster/2.0.0.Dev"),
+            "release: mod_proxy_cluster/2.0.0.Dev, protocol: 0.2.1\n"
+        );
         let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert_eq!(
             app_rsp(Command::EnableApp, "n1", &v(&["a"]), &v(&["/x", "/y"])),
@@ -527,7 +517,10 @@ context: 4 [/] vhost: 1 node: 3 status: 2
     fn reply_parsing() {
         let ok = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 49\r\n\r\nType=STATUS-RSP&JVMRoute=n1&State=OK&id=12345678\nEXTRA";
         let (r, n) = parse_reply(ok).unwrap().unwrap();
-        assert_eq!(r, Reply { status: 200, error: None, body: "Type=STATUS-RSP&JVMRoute=n1&State=OK&id=12345678\n".into() });
+        assert_eq!(
+            r,
+            Reply { status: 200, error: None, body: "Type=STATUS-RSP&JVMRoute=n1&State=OK&id=12345678\n".into() }
+        );
         assert_eq!(&ok[n..], b"EXTRA");
         for cut in 0..n {
             assert_eq!(parse_reply(&ok[..cut]).unwrap(), None, "{cut}");
@@ -536,7 +529,8 @@ context: 4 [/] vhost: 1 node: 3 status: 2
         let (r, _) = parse_reply(err).unwrap().unwrap();
         assert_eq!(r.status, 500);
         assert_eq!(r.error, Some(Error::node_not_found("n1")));
-        let chunked = b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5;x=y\r\nhello\r\n1\r\n!\r\n0\r\nT: v\r\n\r\nrest";
+        let chunked =
+            b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5;x=y\r\nhello\r\n1\r\n!\r\n0\r\nT: v\r\n\r\nrest";
         let (r, n) = parse_reply(chunked).unwrap().unwrap();
         assert_eq!(r.body, "hello!");
         assert_eq!(&chunked[n..], b"rest");

@@ -92,10 +92,7 @@ pub fn parse_pairs(body: &[u8]) -> Result<Vec<(String, String)>, Error> {
     if !tokens.len().is_multiple_of(2) {
         return Err(smespar());
     }
-    tokens
-        .chunks_exact(2)
-        .map(|kv| Ok((decode_token(kv[0])?, decode_token(kv[1])?)))
-        .collect()
+    tokens.chunks_exact(2).map(|kv| Ok((decode_token(kv[0])?, decode_token(kv[1])?))).collect()
 }
 
 /// `yes`/`on`/`true`/`1` → true, `no`/`off`/`false`/`0` → false (ASCII
@@ -278,10 +275,7 @@ mod tests {
         assert_eq!(parse_pairs(b"a=").unwrap(), pairs(&[("a", "")]));
         assert_eq!(parse_pairs(b"=x").unwrap(), pairs(&[("", "x")]));
         // %-decoding; %26/%3D are literal & and =; '+' stays '+'.
-        assert_eq!(
-            parse_pairs(b"K%65y=%2Fa%26b%3dc+d%C3%A9").unwrap(),
-            pairs(&[("Key", "/a&b=c+dé")])
-        );
+        assert_eq!(parse_pairs(b"K%65y=%2Fa%26b%3dc+d%C3%A9").unwrap(), pairs(&[("Key", "/a&b=c+dé")]));
         for bad in [
             &b"a"[..],
             b"a=b&",
