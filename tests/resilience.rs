@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::load::{Load, LoadOpts};
+use common::load::{kill9_children_under_load, Load, LoadOpts};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -118,56 +118,12 @@ fn kill9_child_under_load() {
     let _a = AgentArgs::respond(&ajp.name, Some(&secret), &ajp.range()).idle(16).spawn(Some(h.dir()));
     let st = wait_all_idle(&h, &["ajp1"], Duration::from_secs(15));
     assert!(st.children.len() >= 2, "{st:?}");
-    let load = Load::start(
-        vec![ajp.url_on(&h, "sleep/50"), ajp.url_on(&h, "k")],
-        LoadOpts { threads: 8, duration: Duration::from_secs(60), ..Default::default() },
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let rounds = scale(1, 5);
-    let mut kills = Vec::new();
-    let mut redials = Vec::new();
-    for _ in 0..rounds {
-        let st = status_json(&h).unwrap();
-        let victim = st.pids()[0] as i32;
-        let before = st.pids();
-        kills.push(load.now());
-        unsafe {
-            libc::kill(victim, libc::SIGKILL);
-        }
-        let t0 = Instant::now();
-        let mut last = Err(String::new());
-        let ok = wait_until(Duration::from_secs(20), || {
-            last = status_json(&h);
-            matches!(&last, Ok(s) if s.pids().iter().any(|p| !before.contains(p))
-                && !s.pids().contains(&(victim as i64))
-                && s.all_children_idle(&["ajp1"]))
-        });
-        assert!(ok, "no replacement child with idle connections within 20 s: {last:?}");
-        redials.push(t0.elapsed());
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    let rep = load.stop();
-    let inflight: usize = kills.iter().map(|t| rep.in_flight_at(*t).len()).sum();
-    let failures = rep.failures();
-    let late: Vec<_> = failures
-        .iter()
-        .filter(|s| !kills.iter().any(|k| s.start <= *k + Duration::from_millis(20) && s.end >= *k))
-        .collect();
-    figure(
-        "kill9-child",
-        &format!(
-            "{rounds} kill -9 of a child under load: {} failed of {} ({:?}); {} requests in flight at the kills (all children); {} failures not in flight at a kill; replacement child has idle connections after {:?}",
-            rep.failed(),
-            rep.total(),
-            rep.breakdown(),
-            inflight,
-            late.len(),
-            redials.iter().map(|d| format!("{:.2} s", d.as_secs_f64())).collect::<Vec<_>>()
-        ),
-    );
-    assert!(rep.failed() <= inflight, "more failures than requests in flight: {}", rep.summary());
-    assert!(rep.failed() <= 16 * rounds, "more failures than one child's threads per kill: {}", rep.summary());
-    assert!(late.is_empty(), "requests not in flight at a kill failed: {late:?}");
+    let k = kill9_children_under_load(&h, "ajp1", vec![ajp.url_on(&h, "sleep/50"), ajp.url_on(&h, "k")], scale(1, 5));
+    figure("kill9-child", &k.describe(""));
+    let rep = &k.report;
+    assert!(rep.failed() <= k.in_flight, "more failures than requests in flight: {}", rep.summary());
+    assert!(rep.failed() <= 16 * k.rounds, "more failures than one child's threads per kill: {}", rep.summary());
+    assert!(k.late.is_empty(), "requests not in flight at a kill failed: {:?}", k.late);
 }
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::load::{Load, LoadOpts};
+use common::load::{kill9_children_under_load, Load, LoadOpts};
 use common::tomcat::*;
 use common::*;
 use std::time::{Duration, Instant};
@@ -464,55 +464,11 @@ fn kill9_child_under_load() {
     assert!(st.children.len() >= 2, "{st:?}");
     let sleep_url = node.url_on(&h, "sleep.jsp?ms=50");
     assert_eq!(get_with(&client(Duration::from_secs(60)), &sleep_url).unwrap().status, 200, "sleep.jsp compiles");
-    let load = Load::start(
-        vec![sleep_url, node.url_on(&h, "hello.txt")],
-        LoadOpts { threads: 8, duration: Duration::from_secs(60), ..Default::default() },
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    let rounds = scale(1, 5);
-    let mut kills = Vec::new();
-    let mut redials = Vec::new();
-    for _ in 0..rounds {
-        let st = status_json(&h).unwrap();
-        let victim = st.pids()[0] as i32;
-        let before = st.pids();
-        kills.push(load.now());
-        unsafe {
-            libc::kill(victim, libc::SIGKILL);
-        }
-        let t0 = Instant::now();
-        let mut last = Err(String::new());
-        let ok = wait_until(Duration::from_secs(20), || {
-            last = status_json(&h);
-            matches!(&last, Ok(s) if s.pids().iter().any(|p| !before.contains(p))
-                && !s.pids().contains(&(victim as i64))
-                && s.all_children_idle(&["tc-kill9"]))
-        });
-        assert!(ok, "no replacement child with idle links within 20 s: {last:?}");
-        redials.push(t0.elapsed());
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    let rep = load.stop();
-    let inflight: usize = kills.iter().map(|t| rep.in_flight_at(*t).len()).sum();
-    let failures = rep.failures();
-    let late: Vec<_> = failures
-        .iter()
-        .filter(|s| !kills.iter().any(|k| s.start <= *k + Duration::from_millis(20) && s.end >= *k))
-        .collect();
-    figure(
-        "tomcat-connector-kill9-child",
-        &format!(
-            "{rounds} kill -9 of a child under load, Tomcat dialling itself: {} failed of {} ({:?}); {} requests in flight at the kills; {} failures not in flight at a kill; replacement child has idle links after {:?}",
-            rep.failed(),
-            rep.total(),
-            rep.breakdown(),
-            inflight,
-            late.len(),
-            redials.iter().map(|d| format!("{:.2} s", d.as_secs_f64())).collect::<Vec<_>>()
-        ),
-    );
-    assert!(rep.failed() <= inflight, "more failures than requests in flight: {}", rep.summary());
-    assert!(late.is_empty(), "requests not in flight at a kill failed: {late:?}");
+    let k = kill9_children_under_load(&h, "tc-kill9", vec![sleep_url, node.url_on(&h, "hello.txt")], scale(1, 5));
+    figure("tomcat-connector-kill9-child", &k.describe(", Tomcat dialling itself"));
+    let rep = &k.report;
+    assert!(rep.failed() <= k.in_flight, "more failures than requests in flight: {}", rep.summary());
+    assert!(k.late.is_empty(), "requests not in flight at a kill failed: {:?}", k.late);
 }
 
 // ---------------------------------------------------------------------------

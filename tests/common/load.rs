@@ -181,3 +181,71 @@ impl Report {
         )
     }
 }
+
+/// What `kill9_children_under_load` saw.
+pub struct Kill9 {
+    pub rounds: usize,
+    pub report: Report,
+    /// Requests in flight (in every child) at the kills.
+    pub in_flight: usize,
+    /// Failures of requests that were not in flight at any kill.
+    pub late: Vec<Sample>,
+    /// Per kill: time until a new child had idle links for `node`.
+    pub redials: Vec<Duration>,
+}
+
+impl Kill9 {
+    /// The figure line both scenarios print.
+    pub fn describe(&self, what: &str) -> String {
+        format!(
+            "{} kill -9 of a child under load{what}: {} failed of {} ({:?}); {} requests in flight at the kills (all children); {} failures not in flight at a kill; replacement child has idle links after {:?}",
+            self.rounds,
+            self.report.failed(),
+            self.report.total(),
+            self.report.breakdown(),
+            self.in_flight,
+            self.late.len(),
+            self.redials.iter().map(|d| format!("{:.2} s", d.as_secs_f64())).collect::<Vec<_>>()
+        )
+    }
+}
+
+/// Runs a bounded load on `urls` and `rounds` times kills the oldest child of
+/// `h` with SIGKILL, each time waiting (20 s at most) for a replacement child
+/// that has idle links for `node`.
+pub fn kill9_children_under_load(h: &super::Httpd, node: &str, urls: Vec<String>, rounds: usize) -> Kill9 {
+    let load = Load::start(urls, LoadOpts { threads: 8, duration: Duration::from_secs(60), ..Default::default() });
+    std::thread::sleep(Duration::from_secs(2));
+    let mut kills = Vec::new();
+    let mut redials = Vec::new();
+    for _ in 0..rounds {
+        let st = super::status_json(h).unwrap();
+        let victim = st.pids()[0] as i32;
+        let before = st.pids();
+        kills.push(load.now());
+        // SAFETY: a plain kill(2) of a child process of the httpd this test started.
+        unsafe {
+            libc::kill(victim, libc::SIGKILL);
+        }
+        let t0 = Instant::now();
+        let mut last = Err(String::new());
+        let ok = super::wait_until(Duration::from_secs(20), || {
+            last = super::status_json(h);
+            matches!(&last, Ok(s) if s.pids().iter().any(|p| !before.contains(p))
+                && !s.pids().contains(&(victim as i64))
+                && s.all_children_idle(&[node]))
+        });
+        assert!(ok, "no replacement child with idle links within 20 s: {last:?}");
+        redials.push(t0.elapsed());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let report = load.stop();
+    let in_flight: usize = kills.iter().map(|t| report.in_flight_at(*t).len()).sum();
+    let late: Vec<Sample> = report
+        .failures()
+        .into_iter()
+        .filter(|s| !kills.iter().any(|k| s.start <= *k + Duration::from_millis(20) && s.end >= *k))
+        .cloned()
+        .collect();
+    Kill9 { rounds, report, in_flight, late, redials }
+}
