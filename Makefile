@@ -36,6 +36,9 @@ build: tomcat-connector
 install: build
 	MODDIR="$(MODDIR)" CONFDIR="$(CONFDIR)" PREFIX="$(PREFIX)" APXS="$(APXS)" \
 	  apxs/install.sh "$(MODULE_SO)" "$(AGENT_BIN)"
+	install -d "$(PREFIX)/share/man/man1"
+	"$(AGENT_BIN)" --man > "$(PREFIX)/share/man/man1/reversed-agent.1"
+	@echo "installed $(PREFIX)/share/man/man1/reversed-agent.1 (man reversed-agent)"
 	@if [ -d "$(dir $(TOMCAT_LIB))" ]; then \
 	  install -d "$(TOMCAT_LIB)" && install -m 0644 "$(TC_JAR)" "$(TOMCAT_LIB)/$(notdir $(TC_JAR))" && \
 	  echo "installed $(TOMCAT_LIB)/$(notdir $(TC_JAR)) (Tomcat's common class loader)"; \

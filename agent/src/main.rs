@@ -93,6 +93,10 @@ options! {
         #[arg(long, value_name = "FILE")]
         #[serde(skip)]
         check_config: Option<PathBuf>,
+        /// Print the manual page (roff, generated from these flags) and exit.
+        #[arg(long)]
+        #[serde(skip)]
+        man: bool,
         /// httpd front end and its port range, e.g. 127.0.0.1:9000-9003 or HOST:PORT (repeatable).
         #[arg(long = "frontend", value_name = "HOST:FIRST-LAST")]
         #[serde(alias = "frontend")]
@@ -405,6 +409,17 @@ fn check_config(mut cli: Options) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Options::parse();
+    if cli.man {
+        use clap::CommandFactory;
+        use std::io::Write;
+        let mut out = Vec::new();
+        if clap_mangen::Man::new(Options::command()).render(&mut out).is_err()
+            || std::io::stdout().write_all(&out).is_err()
+        {
+            return ExitCode::from(1);
+        }
+        return ExitCode::SUCCESS;
+    }
     if cli.check_config.is_some() {
         return check_config(cli);
     }
@@ -959,9 +974,9 @@ status_interval = 7
             cmd.get_arguments().filter_map(|a| a.get_long()).filter(|l| !["help", "version"].contains(l)).collect();
         assert!(flags.contains(&"config") && flags.contains(&"user-timeout"), "{flags:?}");
         for long in &flags {
-            if *long == "config" || *long == "check-config" {
+            if *long == "config" || *long == "check-config" || *long == "man" {
                 assert!(
-                    !keys.contains(&"config") && !keys.contains(&"check_config"),
+                    !keys.contains(&"config") && !keys.contains(&"check_config") && !keys.contains(&"man"),
                     "a config file cannot name another"
                 );
                 continue;
