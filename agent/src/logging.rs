@@ -1,9 +1,16 @@
-//! Minimal stderr logger: one line per event, `TIMESTAMP LEVEL message`.
+//! The agent's log: one line per event on stderr through `tracing`
+//! (tracing-subscriber's fmt layer), as text (`TIMESTAMP LEVEL message
+//! node=NAME`) or, with `--log-format json`, one JSON object per line
+//! (`timestamp`, `level`, `message`, `node`). The level can change at run
+//! time (SIGHUP). Call sites use the crate's `error!`/`warn!`/`info!`/`debug!`.
 
 use std::fmt;
-use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
+use tracing_subscriber::reload;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -24,20 +31,67 @@ impl Level {
             _ => return None,
         })
     }
-    fn name(self) -> &'static str {
+    fn filter(self) -> LevelFilter {
         match self {
-            Level::Error => "ERROR",
-            Level::Warn => "WARN",
-            Level::Info => "INFO",
-            Level::Debug => "DEBUG",
+            Level::Error => LevelFilter::ERROR,
+            Level::Warn => LevelFilter::WARN,
+            Level::Info => LevelFilter::INFO,
+            Level::Debug => LevelFilter::DEBUG,
+        }
+    }
+}
+
+/// How lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "text" => Some(Format::Text),
+            "json" => Some(Format::Json),
+            _ => None,
         }
     }
 }
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static NODE: OnceLock<String> = OnceLock::new();
+type Handle = reload::Handle<LevelFilter, tracing_subscriber::Registry>;
+static RELOAD: OnceLock<Handle> = OnceLock::new();
+
+/// Installs the subscriber (once; later calls only set the level). Without
+/// it (unit tests) events go nowhere.
+pub fn init(level: Level, format: Format, node: &str) {
+    let _ = NODE.set(node.to_string());
+    set_level(level);
+    if RELOAD.get().is_some() {
+        return;
+    }
+    let (filter, handle) = reload::Layer::new(level.filter());
+    use std::io::IsTerminal;
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    let installed = match format {
+        Format::Text => tracing_subscriber::registry().with(filter).with(fmt).try_init(),
+        Format::Json => tracing_subscriber::registry().with(filter).with(fmt.json().flatten_event(true)).try_init(),
+    };
+    if installed.is_ok() {
+        let _ = RELOAD.set(handle);
+    }
+}
 
 pub fn set_level(l: Level) {
     LEVEL.store(l as u8, Ordering::Relaxed);
+    if let Some(h) = RELOAD.get() {
+        let _ = h.modify(|f| *f = l.filter());
+    }
 }
 
 pub fn enabled(l: Level) -> bool {
@@ -45,41 +99,13 @@ pub fn enabled(l: Level) -> bool {
 }
 
 pub fn write(l: Level, args: fmt::Arguments<'_>) {
-    let line = format!("{} {:<5} {}\n", timestamp(), l.name(), args);
-    // One write per line so concurrent lines do not interleave.
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-}
-
-/// UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-fn timestamp() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, dd) = civil_from_days(days as i64);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        y,
-        m,
-        dd,
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let node = NODE.get().map(String::as_str).unwrap_or("");
+    match l {
+        Level::Error => tracing::error!(node, "{}", args),
+        Level::Warn => tracing::warn!(node, "{}", args),
+        Level::Info => tracing::info!(node, "{}", args),
+        Level::Debug => tracing::debug!(node, "{}", args),
+    }
 }
 
 #[doc(hidden)]
@@ -105,11 +131,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert!(Level::parse("WARN") == Some(Level::Warn));
-        assert!(Level::parse("verbose").is_none());
+    fn levels_and_formats_parse() {
+        assert_eq!(Level::parse("WARNING"), Some(Level::Warn));
+        assert_eq!(Level::parse("trace"), None);
+        assert_eq!(Format::parse("JSON"), Some(Format::Json));
+        assert_eq!(Format::parse("xml"), None);
+        set_level(Level::Warn);
+        assert!(enabled(Level::Error) && enabled(Level::Warn) && !enabled(Level::Info));
+        set_level(Level::Info);
     }
 }

@@ -136,6 +136,9 @@ options! {
         /// error, warn, info or debug [default: info].
         #[arg(long, value_name = "LEVEL")]
         log_level: Option<String>,
+        /// Log lines as text or as one JSON object per line (timestamp, level, message, node) [default: text].
+        #[arg(long, value_name = "text|json")]
+        log_format: Option<String>,
         /// Register the node with httpd's MCMP receiver at this URL, like
         /// mod_cluster (repeatable), e.g. http://127.0.0.1:8090/mcmp. Plain http.
         #[arg(long = "mcmp", value_name = "URL")]
@@ -214,6 +217,7 @@ struct Settings {
     mode: ModeSetting,
     max_backoff: Duration,
     log_level: Level,
+    log_format: logging::Format,
     listen: Option<String>,
     mcmp: Option<McmpSettings>,
     tcp: pool::TcpOpts,
@@ -345,6 +349,9 @@ fn settings(cli: Options) -> Result<Settings, String> {
     let lvl = o.log_level.unwrap_or_else(|| "info".into());
     let log_level =
         Level::parse(&lvl).ok_or_else(|| format!("invalid log level {lvl:?}: error, warn, info or debug"))?;
+    let fmt = o.log_format.unwrap_or_else(|| "text".into());
+    let log_format =
+        logging::Format::parse(&fmt).ok_or_else(|| format!("invalid --log-format {fmt:?}: text or json"))?;
     let mcmp = mcmp_settings(o.mcmp, o.balancer, o.kind, o.alias, o.context, o.status_interval, &node, &frontends)?;
     let mut tcp = pool::TcpOpts::default();
     if let Some(k) = o.keepalive {
@@ -372,6 +379,7 @@ fn settings(cli: Options) -> Result<Settings, String> {
         mode,
         max_backoff: Duration::from_millis(max_backoff_ms),
         log_level,
+        log_format,
         listen,
         mcmp,
         tcp,
@@ -430,7 +438,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    logging::set_level(s.log_level);
+    logging::init(s.log_level, s.log_format, &s.node);
     let secret = match &s.secret_file {
         Some(p) => match reversed_proto::load_secret(p) {
             Ok(k) => Some(k),
@@ -525,6 +533,7 @@ fn reload(cli: &Options, cur: &mut Settings, fronts: &mut Vec<Front>, agent: &Ar
         ("mcmp settings", cur.mcmp != new.mcmp),
         ("keepalive/user_timeout", cur.tcp != new.tcp),
         ("metrics_listen", cur.metrics_listen != new.metrics_listen),
+        ("log_format", cur.log_format != new.log_format),
     ]
     .into_iter()
     .filter(|(_, changed)| *changed)
