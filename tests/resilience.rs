@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::load::{kill9_children_under_load, Load, LoadOpts};
+use common::load::{graceful_rounds, kill9_children_under_load, Load, LoadOpts};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -53,24 +53,7 @@ fn graceful_restarts_under_load(mpm: Mpm, rounds: usize) {
         },
     );
     std::thread::sleep(Duration::from_millis(500));
-    let mut took = Vec::new();
-    let mut via_k = 0;
-    for round in 0..rounds {
-        let old = status_json(&h).unwrap().pids();
-        let t = Instant::now();
-        via_k += h.graceful_k() as usize;
-        let mut last = Err(String::new());
-        let ok = wait_until(Duration::from_secs(30), || {
-            last = status_json(&h);
-            matches!(&last, Ok(s) if !s.children.is_empty()
-                && s.pids().iter().all(|p| !old.contains(p))
-                && s.all_children_idle(&["ajp1"]))
-        });
-        assert!(ok, "{} round {round}: no new generation with idle connections within 30 s: {last:?}", mpm.name());
-        took.push(t.elapsed());
-        // Let the new generation serve for a while before the next restart.
-        std::thread::sleep(Duration::from_millis(700));
-    }
+    let (took, via_k) = graceful_rounds(&h, "ajp1", rounds);
     std::thread::sleep(Duration::from_millis(500));
     let rep = load.stop();
     let fails: Vec<_> = rep.failures().into_iter().take(10).cloned().collect();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::load::{kill9_children_under_load, Load, LoadOpts};
+use common::load::{graceful_rounds, kill9_children_under_load, Load, LoadOpts};
 use common::tomcat::*;
 use common::*;
 use std::time::{Duration, Instant};
@@ -397,22 +397,7 @@ fn graceful_restarts_under_load(mpm: Mpm, rounds: usize) {
         },
     );
     std::thread::sleep(Duration::from_millis(500));
-    let mut took = Vec::new();
-    for round in 0..rounds {
-        let old = status_json(&h).unwrap().pids();
-        let t = Instant::now();
-        h.graceful_k();
-        let mut last = Err(String::new());
-        let ok = wait_until(Duration::from_secs(30), || {
-            last = status_json(&h);
-            matches!(&last, Ok(s) if !s.children.is_empty()
-                && s.pids().iter().all(|p| !old.contains(p))
-                && s.all_children_idle(&["tc-graceful"]))
-        });
-        assert!(ok, "{} round {round}: no new generation with idle links within 30 s: {last:?}", mpm.name());
-        took.push(t.elapsed());
-        std::thread::sleep(Duration::from_millis(700));
-    }
+    let (took, _) = graceful_rounds(&h, "tc-graceful", rounds);
     std::thread::sleep(Duration::from_millis(500));
     let rep = load.stop();
     let fails: Vec<_> = rep.failures().into_iter().take(10).cloned().collect();

@@ -249,3 +249,30 @@ pub fn kill9_children_under_load(h: &super::Httpd, node: &str, urls: Vec<String>
         .collect();
     Kill9 { rounds, report, in_flight, late, redials }
 }
+
+/// Restarts `h` gracefully `rounds` times (apache2 -k graceful, else
+/// SIGUSR1), each time waiting (30 s at most) until a whole new generation of
+/// children has idle links for `node`, then letting it serve 700 ms.
+/// Returns the time each new generation took, and how many restarts went
+/// through `apache2 -k graceful`.
+pub fn graceful_rounds(h: &super::Httpd, node: &str, rounds: usize) -> (Vec<Duration>, usize) {
+    let mut took = Vec::new();
+    let mut via_k = 0;
+    for round in 0..rounds {
+        let old = super::status_json(h).unwrap().pids();
+        let t = Instant::now();
+        via_k += h.graceful_k() as usize;
+        let mut last = Err(String::new());
+        let ok = super::wait_until(Duration::from_secs(30), || {
+            last = super::status_json(h);
+            matches!(&last, Ok(s) if !s.children.is_empty()
+                && s.pids().iter().all(|p| !old.contains(p))
+                && s.all_children_idle(&[node]))
+        });
+        assert!(ok, "{} round {round}: no new generation with idle links within 30 s: {last:?}", h.mpm().name());
+        took.push(t.elapsed());
+        // Let the new generation serve for a while before the next restart.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    (took, via_k)
+}
