@@ -121,7 +121,8 @@ pub fn node_for_worker(name: &str) -> Option<usize> {
         return f.cfg.node_for_worker(name).or_else(|| {
             let id = crate::config::WorkerId::new(name);
             let reg = f.registry.as_ref()?;
-            let (slot, _) = reg.entries().into_iter().find(|(_, e)| crate::config::WorkerId::new(&e.worker_url()) == id)?;
+            let (slot, _) =
+                reg.entries().into_iter().find(|(_, e)| crate::config::WorkerId::new(&e.worker_url()) == id)?;
             Some(f.cfg.nodes.len() + slot)
         });
     }
@@ -337,10 +338,9 @@ pub fn restore_begin(text: Option<&str>) -> usize {
                 }
             };
             match why {
-                Some(w) => log::warn(
-                    50,
-                    &format!("MCMP registration of node '{}' not kept across the restart: {w}", e.route),
-                ),
+                Some(w) => {
+                    log::warn(50, &format!("MCMP registration of node '{}' not kept across the restart: {w}", e.route))
+                }
                 None => kept.push((slot, e)),
             }
         }

@@ -67,7 +67,8 @@ impl<'e> Ctr<'e> {
         let c = Ctr { e, name, systemd };
         let label = format!("org.mpr.test={}", std::process::id());
         let vol = format!("{}:/debs:ro", debs.display());
-        let mut args: Vec<&str> = vec!["run", "-d", "--name", &c.name, "--label", &label, "--network", "none", "-v", &vol];
+        let mut args: Vec<&str> =
+            vec!["run", "-d", "--name", &c.name, "--label", &label, "--network", "none", "-v", &vol];
         let cmd: Vec<&str> = if systemd {
             // systemd as PID 1 on this cgroup v1 host: the host's cgroup tree
             // (its name=systemd hierarchy), CAP_SYS_ADMIN for its mounts, and
@@ -194,7 +195,10 @@ fn deb_install_demo_remove_purge() {
              >/var/log/reversed-agent.log 2>&1 &\necho $! > /run/reversed-agent.pid\n{REQUEST_THROUGH_LINK}"
         ),
     );
-    assert!(out.contains("HTTP/1.1 200 OK") && out.contains("X-Responder: ajp"), "no 200 through the reversed link: {out}");
+    assert!(
+        out.contains("HTTP/1.1 200 OK") && out.contains("X-Responder: ajp"),
+        "no 200 through the reversed link: {out}"
+    );
 
     // Remove: the postinst's counterpart disables the module; httpd, restarted, serves on.
     let out = ctr.must(
@@ -213,7 +217,8 @@ echo "loaded: $(apache2ctl -M 2>/dev/null | grep -c proxy_reversed || true)"
 echo "root page: $(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1/)"
 "#,
     );
-    for want in ["module file: gone", "enabled link: gone", "Syntax OK", "same parent: yes", "loaded: 0", "root page: 200"]
+    for want in
+        ["module file: gone", "enabled link: gone", "Syntax OK", "same parent: yes", "loaded: 0", "root page: 200"]
     {
         assert!(out.contains(want), "after apt-get remove, want {want:?}: {out}");
     }

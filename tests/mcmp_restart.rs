@@ -96,7 +96,8 @@ fn restarts_keep_registrations(mpm: Mpm) {
     assert_eq!((r.status, r.header("X-Responder")), (200, Some("ajp")), "before the restart");
     // Both children serve it: the removed node2's member is disabled in each.
     let c = client(Duration::from_secs(5));
-    let v: Vec<u16> = (0..20).map(|i| get_with(&c, &h.url(&format!("/app/ka{i}"))).map(|r| r.status).unwrap_or(0)).collect();
+    let v: Vec<u16> =
+        (0..20).map(|i| get_with(&c, &h.url(&format!("/app/ka{i}"))).map(|r| r.status).unwrap_or(0)).collect();
     assert!(v.iter().all(|&s| s == 200), "before the restart: {v:?}");
 
     let load = Load::start(
