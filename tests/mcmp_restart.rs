@@ -151,6 +151,32 @@ fn restarts_keep_registrations(mpm: Mpm) {
         mcmp(&h, "CONFIG", "/mcmp", &format!("JVMRoute=node2&Host=127.0.0.1&Port={second}&Reversed=yes"));
     assert_eq!(st, 200, "CONFIG node2 after the restarts: {body}");
     assert!(info(&h).contains("node2"));
+
+    if mpm == Mpm::Event {
+        // A configuration that no longer admits node1 (its secret is gone):
+        // the restart drops it, logged, and keeps node2.
+        let conf = h.dir().join("httpd.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        let without: String = text
+            .lines()
+            .filter(|l| !l.starts_with("ProxyReversedNodeSecret node1 "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_ne!(text.len(), without.len(), "no ProxyReversedNodeSecret node1 line in {}", conf.display());
+        std::fs::write(&conf, without).unwrap();
+        h.graceful();
+        assert!(
+            wait_until(Duration::from_secs(10), || h
+                .error_log()
+                .contains("node 'node1' not kept across the restart: no secret")),
+            "no PRX0050 line for node1"
+        );
+        let ok = wait_until(Duration::from_secs(10), || {
+            let (st, _, i) = mcmp(&h, "INFO", "/mcmp", "");
+            st == 200 && i.contains("node2") && !i.contains("node1")
+        });
+        assert!(ok, "after the configuration change: {}", info(&h));
+    }
     assert!(!h.error_log().contains(SECRET), "the secret reached the error log");
 }
 
