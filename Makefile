@@ -14,6 +14,7 @@
 #   make docker-demo       compose demo: 2 httpd, 2 Tomcat backends, a one-way firewall
 #   make docker-demo-stop  remove the demo
 #   make test-docker       the Docker scenarios alone (tests/docker.rs)
+#   make deb        Debian packages (debian/, debhelper) in target/deb/, checked by lintian
 
 CARGO      ?= cargo
 APXS       ?= apxs
@@ -26,7 +27,7 @@ AGENT_BIN  := $(RELEASE)/reversed-agent
 
 .PHONY: all build install test lint soak fuzz demo demo-stop bench clean \
         docker-deps docker-images docker-demo docker-demo-stop test-docker \
-        tomcat-connector tomcat-connector-test
+        tomcat-connector tomcat-connector-test deb
 
 all: build
 
@@ -84,7 +85,8 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: tomcat-connector-test
+# deb first: tests/deb.rs installs target/deb/*.deb in a container.
+test: tomcat-connector-test deb
 	$(CARGO) build --workspace
 	$(CARGO) build --release --workspace
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=2
@@ -156,3 +158,20 @@ bench: build
 
 clean:
 	$(CARGO) clean
+
+# Debian packages: libapache2-mod-proxy-reversed and reversed-agent (debian/,
+# debhelper with dh_apache2), written to $(DEB_DIR) and checked by lintian
+# (errors fail; warnings are printed). -d: cargo and rustc may come from
+# rustup rather than Debian packages (see debian/control's Build-Depends).
+DEB_DIR ?= $(CURDIR)/target/deb
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh_apache2 >/dev/null || \
+	  { echo "install dpkg-dev, debhelper, apache2-dev (and lintian) to build the packages"; exit 1; }
+	rm -rf "$(DEB_DIR)" && mkdir -p "$(DEB_DIR)"
+	DEB_DESTDIR="$(DEB_DIR)" DEB_BUILD_OPTIONS="noautodbgsym $(DEB_BUILD_OPTIONS)" dpkg-buildpackage -b -us -uc -d \
+	  --buildinfo-option=-u"$(DEB_DIR)" --changes-option=-u"$(DEB_DIR)" \
+	  --buildinfo-file="$(DEB_DIR)/mod-proxy-reversed.buildinfo" --changes-file="$(DEB_DIR)/mod-proxy-reversed.changes"
+	@ls -l "$(DEB_DIR)"/*.deb
+	@if command -v lintian >/dev/null; then \
+	  lintian --fail-on error --tag-display-limit 0 "$(DEB_DIR)"/*.deb; \
+	else echo "lintian is not installed: packages not checked"; exit 1; fi

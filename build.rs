@@ -131,7 +131,7 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let shim_dir = manifest.join("c-shim");
-    for f in ["mod_proxy_reversed.c", "cluster.c", "internal.h", "shim.h", "rust_api.h"] {
+    for f in ["mod_proxy_reversed.c", "cluster.c", "retained.c", "internal.h", "shim.h", "rust_api.h"] {
         println!("cargo:rerun-if-changed=c-shim/{f}");
     }
     println!("cargo:rerun-if-changed=src/exports.rs");
@@ -143,6 +143,7 @@ fn main() {
     let mut cc = cc::Build::new();
     cc.file(shim_dir.join("mod_proxy_reversed.c"))
         .file(shim_dir.join("cluster.c"))
+        .file(shim_dir.join("retained.c"))
         .include(&shim_dir)
         .warnings(true)
         .extra_warnings(false)

@@ -43,4 +43,9 @@ apr_status_t prx_attach(proxy_conn_rec *conn, proxy_worker *worker, proxy_server
 /* cluster.c: hooks beside mod_cluster (mod_manager + mod_proxy_cluster). */
 void prx_cluster_register_hooks(apr_pool_t *p);
 
+/* MCMP registrations across a restart (retained.c): saved at pconf cleanup,
+ * their balancer members made again in check_config. */
+void prx_retained_save(void);
+void prx_retained_restore(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *main_s);
+
 #endif

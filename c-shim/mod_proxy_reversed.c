@@ -259,11 +259,13 @@ static int prx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *pte
                      "PRX1002: ProxyReversed: %s", err);
         return !OK;
     }
+    prx_retained_restore(pconf, ptemp, s);
     return OK;
 }
 
 static apr_status_t prx_pconf_cleanup_c(void *unused)
 {
+    prx_retained_save();
     prx_pconf_cleanup();
     return APR_SUCCESS;
 }
@@ -778,6 +780,14 @@ static const char *prx_mcmp_join(request_rec *r, const prx_mcmp_reply *rep)
         return apr_psprintf(r->pool, "%s does not exist in the server that received the CONFIG "
                             "(declare <Proxy %s> with ProxySet growth=<n> in the same virtual host as "
                             "the proxy-reversed-mcmp handler)", bname, bname);
+    }
+    /* Members another child added (balancer_manage there) reach this child's
+     * list only when it syncs: without this, a REMOVE-APP served here would
+     * miss the member of a CONFIG served elsewhere (and a repeated CONFIG
+     * would add a second member of the same name). */
+    if (PROXY_THREAD_LOCK(b) == APR_SUCCESS) {
+        ap_proxy_sync_balancer(b, r->server, conf);
+        PROXY_THREAD_UNLOCK(b);
     }
     w = ap_proxy_get_worker(r->pool, b, conf, rep->worker);
     if (rep->join == PRX_JOIN_DISABLE) {

@@ -36,6 +36,24 @@ int prx_post_config(int server_limit, int max_children, int threads_per_child, c
 /* pconf cleanup in the parent: releases the status table. */
 void prx_pconf_cleanup(void);
 
+/* --- MCMP registrations across a restart (c-shim/retained.c) --- */
+
+/* pconf cleanup in the parent: the active registrations as a NUL-terminated
+ * text (free with prx_string_free), or NULL without ProxyReversedMCMP. */
+char *prx_registry_snapshot(size_t *len);
+
+/* check_config: the text the previous generation saved (NULL: none). Keeps
+ * the registrations this configuration admits (the others are logged) and
+ * returns how many are pending, for prx_restore_member. */
+int prx_restore_begin(const char *text, size_t len);
+
+/* Field of pending registration i: 0 balancer name (without balancer://),
+ * 1 worker URL, 2 route. NULL if dropped. Valid until post_config. */
+const char *prx_restore_member(int i, int field);
+
+/* The balancer member of pending registration i could not be made: drop it. */
+void prx_restore_drop(int i, const char *why);
+
 /* Index of the reversed node that owns this worker name, or -1. Any thread. */
 int prx_node_for_worker(const char *worker_name);
 

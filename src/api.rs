@@ -100,6 +100,9 @@ pub fn post_config(server_limit: usize, max_children: usize, threads_per_child: 
         )),
         None => None,
     };
+    if let Some(reg) = &registry {
+        restore_into(reg);
+    }
     *lock(&FROZEN) = Some(Frozen { cfg, table, registry });
     Ok(())
 }
@@ -113,7 +116,15 @@ pub fn node_for_worker(name: &str) -> Option<usize> {
         return c.node_for_worker(name);
     }
     if let Some(f) = lock(&FROZEN).as_ref() {
-        return f.cfg.node_for_worker(name);
+        // Before the child's own state exists (child_init walks the workers
+        // first): registrations kept across a restart already have members.
+        return f.cfg.node_for_worker(name).or_else(|| {
+            let id = crate::config::WorkerId::new(name);
+            let reg = f.registry.as_ref()?;
+            let (slot, _) =
+                reg.entries().into_iter().find(|(_, e)| crate::config::WorkerId::new(&e.worker_url()) == id)?;
+            Some(f.cfg.nodes.len() + slot)
+        });
     }
     with_builder(|b| b.cfg.node_for_worker(name))
 }
@@ -262,4 +273,119 @@ pub fn worker_reserved(name: &str) -> bool {
         (r.addr.is_unspecified() || host.is_none_or(|h| h == r.addr)) && (r.first..=r.last).contains(&port)
     };
     c.cfg.nodes.iter().any(|n| inside(&n.range)) || c.cfg.mcmp.as_ref().is_some_and(|m| inside(&m.window))
+}
+
+// --- MCMP registrations across a restart (see registry::snapshot_text) ---
+
+/// One registration of the previous generation, checked against this
+/// configuration in check_config; None once dropped. The C strings are what
+/// the shim reads to make the node's balancer member again.
+struct Pending {
+    slot: usize,
+    entry: crate::registry::Entry,
+    c: [std::ffi::CString; 3],
+}
+
+static PENDING: Mutex<Vec<Option<Pending>>> = Mutex::new(Vec::new());
+
+/// The active registrations of this generation, for the shim to keep in
+/// httpd's retained data (parent, pconf cleanup). None without ProxyReversedMCMP.
+pub fn registry_snapshot() -> Option<String> {
+    let g = lock(&FROZEN);
+    let reg = g.as_ref()?.registry.as_ref()?;
+    Some(crate::registry::snapshot_text(&reg.entries()))
+}
+
+/// check_config: reads the registrations saved by the previous generation and
+/// keeps those this configuration still admits (ProxyReversedMCMP present,
+/// the ports inside its range, a secret for the route, no overlap with a
+/// ProxyReversed node). Returns how many are pending (indices for
+/// `restore_member`). Each one dropped is logged with the reason.
+pub fn restore_begin(text: Option<&str>) -> usize {
+    let mut pending = lock(&PENDING);
+    pending.clear();
+    let Some(text) = text.filter(|t| !t.is_empty()) else { return 0 };
+    let (entries, bad) = crate::registry::parse_snapshot(text);
+    for b in bad {
+        log::warn(50, &format!("MCMP registration not kept across the restart: {b}"));
+    }
+    let kept = with_builder(|b| {
+        let cfg = &b.cfg;
+        let mut kept: Vec<(usize, crate::registry::Entry)> = Vec::new();
+        for (slot, mut e) in entries {
+            let why = match &cfg.mcmp {
+                None => Some("ProxyReversedMCMP is no longer configured".to_string()),
+                Some(m) => {
+                    e.ports = m.ports;
+                    let w = &m.window;
+                    let range = crate::config::PortRange { addr: e.addr, first: e.port, last: e.last_port() };
+                    if !(w.addr.is_unspecified() || w.addr == e.addr)
+                        || e.port < w.first
+                        || e.port as u32 + m.ports as u32 - 1 > w.last as u32
+                    {
+                        Some(format!("its ports {range} are outside ProxyReversedMCMP {w}"))
+                    } else if cfg.secret_for_route(&e.route).is_none() {
+                        Some("no secret is configured for it any more".to_string())
+                    } else if let Some(n) = cfg.nodes.iter().find(|n| n.range.overlaps(&range)) {
+                        Some(format!("its ports {range} overlap those of node '{}'", n.name))
+                    } else if let Some((_, o)) = kept.iter().find(|(_, o)| {
+                        crate::config::PortRange { addr: o.addr, first: o.port, last: o.last_port() }.overlaps(&range)
+                    }) {
+                        Some(format!("its ports {range} overlap those of registered node '{}'", o.route))
+                    } else {
+                        None
+                    }
+                }
+            };
+            match why {
+                Some(w) => {
+                    log::warn(50, &format!("MCMP registration of node '{}' not kept across the restart: {w}", e.route))
+                }
+                None => kept.push((slot, e)),
+            }
+        }
+        kept
+    });
+    for (slot, entry) in kept {
+        let c = |s: &str| std::ffi::CString::new(s).unwrap_or_default();
+        let strings = [c(&entry.balancer), c(&entry.worker_url()), c(&entry.route)];
+        pending.push(Some(Pending { slot, entry, c: strings }));
+    }
+    pending.len()
+}
+
+/// Field `field` (0 balancer, 1 worker URL, 2 route) of pending registration
+/// `i`, valid until the next `restore_begin` or post_config; None if dropped.
+pub fn restore_member(i: usize, field: usize) -> Option<*const std::ffi::c_char> {
+    let pending = lock(&PENDING);
+    let p = pending.get(i)?.as_ref()?;
+    // The CString's heap buffer does not move while it stays in PENDING.
+    Some(p.c.get(field)?.as_ptr())
+}
+
+/// The shim could not make the balancer member: the registration is dropped.
+pub fn restore_drop(i: usize, why: &str) {
+    let mut pending = lock(&PENDING);
+    if let Some(slot) = pending.get_mut(i) {
+        if let Some(p) = slot.take() {
+            log::warn(50, &format!("MCMP registration of node '{}' not kept across the restart: {why}", p.entry.route));
+        }
+    }
+}
+
+/// post_config: the pending registrations go into the new generation's table.
+fn restore_into(reg: &Registry) {
+    let pending: Vec<Pending> = lock(&PENDING).drain(..).flatten().collect();
+    if pending.is_empty() {
+        return;
+    }
+    let names: Vec<String> = pending.iter().map(|p| p.entry.route.clone()).collect();
+    let left = reg.restore(pending.into_iter().map(|p| (p.slot, p.entry)).collect());
+    for e in &left {
+        log::warn(50, &format!("MCMP registration of node '{}' not kept across the restart: no free slot (nodes= of ProxyReversedMCMP)", e.route));
+    }
+    let kept: Vec<&String> = names.iter().filter(|n| !left.iter().any(|e| &e.route == *n)).collect();
+    if !kept.is_empty() {
+        log::info(51, || format!("MCMP: kept {} registered node(s) across the restart: {kept:?}", kept.len()));
+    }
 }

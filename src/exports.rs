@@ -122,6 +122,54 @@ pub extern "C" fn prx_pconf_cleanup() {
     guard((), api::pconf_cleanup)
 }
 
+/// The active MCMP registrations as text (free with prx_string_free), or NULL
+/// without ProxyReversedMCMP.
+#[no_mangle]
+pub extern "C" fn prx_registry_snapshot(len: *mut usize) -> *mut c_char {
+    guard(std::ptr::null_mut(), || {
+        let Some(doc) = api::registry_snapshot() else { return std::ptr::null_mut() };
+        let c = std::ffi::CString::new(doc).unwrap_or_default();
+        if !len.is_null() {
+            // SAFETY: the shim passes a pointer to a local size_t.
+            unsafe { *len = c.as_bytes().len() };
+        }
+        c.into_raw()
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn prx_restore_begin(text: *const c_char, len: usize) -> c_int {
+    guard(0, || {
+        let t = if text.is_null() {
+            None
+        } else {
+            // SAFETY: the shim passes `len` readable bytes (its retained copy).
+            let b = unsafe { std::slice::from_raw_parts(text as *const u8, len) };
+            std::str::from_utf8(b).ok()
+        };
+        api::restore_begin(t).min(c_int::MAX as usize) as c_int
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn prx_restore_member(i: c_int, field: c_int) -> *const c_char {
+    guard(std::ptr::null(), || {
+        if i < 0 || field < 0 {
+            return std::ptr::null();
+        }
+        api::restore_member(i as usize, field as usize).unwrap_or(std::ptr::null())
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn prx_restore_drop(i: c_int, why: *const c_char) {
+    guard((), || {
+        if i >= 0 {
+            api::restore_drop(i as usize, str_arg(why).unwrap_or("the balancer member could not be made"))
+        }
+    })
+}
+
 #[no_mangle]
 pub extern "C" fn prx_node_for_worker(name: *const c_char) -> c_int {
     guard(-1, || match str_arg(name).and_then(api::node_for_worker) {

@@ -472,6 +472,112 @@ impl Registry {
     }
 }
 
+// --- Registrations across a restart -------------------------------------
+//
+// The table is an anonymous mapping of one generation: a graceful restart
+// makes a new one. Before the parent lets the old generation go (pconf
+// cleanup) it writes the active registrations as text (`snapshot`), the shim
+// keeps that text in httpd's retained data (which outlives the reloaded DSO),
+// and the next generation reads it back (`parse_snapshot`) and fills its
+// new table (`restore`). Removed nodes are not written: they stay removed.
+
+/// The active registrations as one JSON document (slot index included).
+pub fn snapshot_text(entries: &[(usize, Entry)]) -> String {
+    let list: Vec<serde_json::Value> = entries
+        .iter()
+        .filter(|(_, e)| e.state == ACTIVE)
+        .map(|(i, e)| {
+            serde_json::json!({
+                "slot": i,
+                "route": e.route,
+                "balancer": e.balancer,
+                "host": e.host,
+                "addr": e.addr.to_string(),
+                "port": e.port,
+                "ports": e.ports,
+                "kind": e.kind.as_str(),
+                "load": e.load,
+                "apps": e.apps.encode(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "version": 1, "nodes": list }).to_string()
+}
+
+/// Reads `snapshot_text` back; an entry that does not parse is skipped (and
+/// named in the second list, for the log).
+pub fn parse_snapshot(text: &str) -> (Vec<(usize, Entry)>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut bad = Vec::new();
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) else {
+        return (out, vec!["the saved registrations are not readable".into()]);
+    };
+    if doc["version"].as_u64() != Some(1) {
+        return (out, vec![format!("saved registrations of unknown version {}", doc["version"])]);
+    }
+    for n in doc["nodes"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let s = |k: &str| n[k].as_str().map(str::to_string);
+        let u = |k: &str| n[k].as_u64();
+        let e = (|| {
+            Some((
+                u("slot")? as usize,
+                Entry {
+                    state: ACTIVE,
+                    gen: 0,
+                    route: s("route")?,
+                    balancer: s("balancer")?,
+                    host: s("host")?,
+                    addr: s("addr")?.parse().ok()?,
+                    port: u16::try_from(u("port")?).ok()?,
+                    ports: u16::try_from(u("ports")?).ok()?,
+                    kind: Kind::parse(&s("kind")?)?,
+                    load: i32::try_from(n["load"].as_i64()?).ok()?,
+                    apps: Apps::decode(&s("apps")?),
+                },
+            ))
+        })();
+        match e {
+            Some(e) => out.push(e),
+            None => bad.push(format!("a saved registration does not parse: {n}")),
+        }
+    }
+    (out, bad)
+}
+
+impl Registry {
+    /// Fills a new (empty) table with registrations of the previous
+    /// generation: each in its old slot when that is free, else the first
+    /// free one. Returns the entries that found no slot or do not fit.
+    pub fn restore(&self, entries: Vec<(usize, Entry)>) -> Vec<Entry> {
+        let _g = self.lock();
+        let slots = self.slots.get();
+        let mut left = Vec::new();
+        let mut later = Vec::new();
+        for (i, e) in entries {
+            match slots.get(i) {
+                Some(s) if s.state.load(Relaxed) == FREE => self.restore_into(s, e, &mut left),
+                _ => later.push(e),
+            }
+        }
+        for e in later {
+            match slots.iter().find(|s| s.state.load(Relaxed) == FREE) {
+                Some(s) => self.restore_into(s, e, &mut left),
+                None => left.push(e),
+            }
+        }
+        left
+    }
+
+    fn restore_into(&self, s: &Slot, e: Entry, left: &mut Vec<Entry>) {
+        if Self::write_slot(s, &e).is_err() {
+            left.push(e);
+            return;
+        }
+        s.state.store(ACTIVE, Relaxed);
+        self.bump(s);
+    }
+}
+
 fn merge_apps(old: &Apps, new: &Apps) -> Apps {
     let mut a = old.clone();
     for (st, aliases, ctx) in &new.list {
@@ -560,5 +666,37 @@ mod tests {
         e.kind = Kind::Http;
         r.register(e).unwrap();
         assert_eq!(r.get(0).unwrap().worker_url(), "http://[::1]:9100");
+    }
+
+    #[test]
+    fn snapshot_round_trip_keeps_active_drops_removed() {
+        let r = Registry::new(3).unwrap();
+        r.register(entry("a", 9100)).unwrap();
+        r.register(entry("b", 9104)).unwrap();
+        let mut v6 = entry("c", 9108);
+        v6.addr = "::1".parse().unwrap();
+        v6.kind = Kind::Http;
+        r.register(v6).unwrap();
+        let al = vec!["localhost".to_string()];
+        r.update_apps(1, |a| a.set(&al, &["/app".into()], AppState::Enabled)).unwrap();
+        r.set_load(1, 42);
+        r.remove(0);
+        let text = snapshot_text(&r.entries());
+        let (back, bad) = parse_snapshot(&text);
+        assert!(bad.is_empty(), "{bad:?}");
+        assert_eq!(back.iter().map(|(i, e)| (*i, e.route.as_str())).collect::<Vec<_>>(), [(1, "b"), (2, "c")]);
+        // A new table of another size: slot 1 kept, slot 2 does not exist, so "c" goes to the first free one.
+        let n = Registry::new(2).unwrap();
+        assert!(n.restore(back).is_empty());
+        let b = n.get(1).unwrap();
+        assert_eq!((b.load, b.apps.list.len(), b.worker_url()), (42, 1, "ajp://127.0.0.1:9104".to_string()));
+        assert_eq!(n.get(0).unwrap().worker_url(), "http://[::1]:9108");
+        assert!(n.gen() > 0, "listeners must see the restored slots");
+        // Full: what does not fit comes back.
+        let (again, _) = parse_snapshot(&text);
+        let one = Registry::new(1).unwrap();
+        assert_eq!(one.restore(again).len(), 1);
+        assert_eq!(parse_snapshot("garbage").1.len(), 1);
+        assert_eq!(parse_snapshot("{\"version\":1,\"nodes\":[{\"slot\":0}]}").1.len(), 1);
     }
 }

@@ -1,8 +1,11 @@
 //! The agent's log: one line per event on stderr through `tracing`
 //! (tracing-subscriber's fmt layer), as text (`TIMESTAMP LEVEL message
 //! node=NAME`) or, with `--log-format json`, one JSON object per line
-//! (`timestamp`, `level`, `message`, `node`). The level can change at run
-//! time (SIGHUP). Call sites use the crate's `error!`/`warn!`/`info!`/`debug!`.
+//! (`timestamp`, `level`, `message`, `node`, and `peer` on events about one
+//! connection's far end: the httpd address a link dials). The level can
+//! change at run time (SIGHUP). Call sites use the crate's
+//! `error!`/`warn!`/`info!`/`debug!`, or `warn_peer!(peer, ...)` and its
+//! siblings for an event about a peer.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -107,6 +110,36 @@ pub fn write(l: Level, args: fmt::Arguments<'_>) {
         Level::Debug => tracing::debug!(node, "{}", args),
     }
 }
+
+/// An event about one peer (`host:port`): the address is a field of its own
+/// (`peer`), so that log pipelines need not parse it out of the message.
+pub fn write_peer(l: Level, peer: &dyn fmt::Display, args: fmt::Arguments<'_>) {
+    let node = NODE.get().map(String::as_str).unwrap_or("");
+    match l {
+        Level::Error => tracing::error!(node, peer = %peer, "{}", args),
+        Level::Warn => tracing::warn!(node, peer = %peer, "{}", args),
+        Level::Info => tracing::info!(node, peer = %peer, "{}", args),
+        Level::Debug => tracing::debug!(node, peer = %peer, "{}", args),
+    }
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! log_peer_at {
+    ($lvl:expr, $peer:expr, $($t:tt)*) => {
+        if $crate::logging::enabled($lvl) {
+            $crate::logging::write_peer($lvl, &$peer, format_args!($($t)*))
+        }
+    };
+}
+#[macro_export]
+macro_rules! error_peer { ($p:expr, $($t:tt)*) => { $crate::log_peer_at!($crate::logging::Level::Error, $p, $($t)*) }; }
+#[macro_export]
+macro_rules! warn_peer { ($p:expr, $($t:tt)*) => { $crate::log_peer_at!($crate::logging::Level::Warn, $p, $($t)*) }; }
+#[macro_export]
+macro_rules! info_peer { ($p:expr, $($t:tt)*) => { $crate::log_peer_at!($crate::logging::Level::Info, $p, $($t)*) }; }
+#[macro_export]
+macro_rules! debug_peer { ($p:expr, $($t:tt)*) => { $crate::log_peer_at!($crate::logging::Level::Debug, $p, $($t)*) }; }
 
 #[doc(hidden)]
 #[macro_export]

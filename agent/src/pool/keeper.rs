@@ -406,13 +406,18 @@ impl Keeper {
                         };
                         if self.last_dead_log.is_none_or(|t| now.duration_since(t) >= DEAD_LOG_EVERY) {
                             self.last_dead_log = Some(now);
-                            warn!(
+                            warn_peer!(
+                                self.fe.addr(port),
                                 "{} (front end {}): an idle connection {what}; closed it and dialing a replacement",
                                 self.fe.addr(port),
                                 self.fe
                             );
                         } else {
-                            debug!("{}: an idle connection {what}; redialing", self.fe.addr(port));
+                            debug_peer!(
+                                self.fe.addr(port),
+                                "{}: an idle connection {what}; redialing",
+                                self.fe.addr(port)
+                            );
                         }
                         return;
                     }
@@ -429,7 +434,7 @@ impl Keeper {
                     (Some(t), Some(opened)) if opened <= t
                 );
                 if lived < QUICK_CLOSE && same_event {
-                    debug!("{addr}: another connection closed in the same burst; not counted");
+                    debug_peer!(addr, "{addr}: another connection closed in the same burst; not counted");
                 } else if lived < QUICK_CLOSE {
                     // Accepted, then closed at once: pace the redials like failures.
                     let recent = self.ports[i].last_quick.is_some_and(|t| now - t < QUICK_STREAK_WINDOW);
@@ -440,20 +445,26 @@ impl Keeper {
                     let p = &mut self.ports[i];
                     p.next_allowed = p.next_allowed.max(now + d);
                     if quick == 1 {
-                        warn!(
+                        warn_peer!(
+                            addr,
                             "{addr} (front end {}): httpd closed the connection {} ms after accepting it; backing off",
                             self.fe,
                             lived.as_millis()
                         );
                     } else {
-                        debug!(
+                        debug_peer!(
+                            addr,
                             "{addr}: closed right after accepting again ({quick} in a row); next try in {} ms",
                             d.as_millis()
                         );
                     }
                 } else {
                     self.ports[i].quick = 0;
-                    debug!("idle connection to {addr} closed by httpd after {:.1} s; redialing", lived.as_secs_f64());
+                    debug_peer!(
+                        addr,
+                        "idle connection to {addr} closed by httpd after {:.1} s; redialing",
+                        lived.as_secs_f64()
+                    );
                     // A child went away (graceful restart, or httpd shrinking
                     // its pool): new children may be binding refused ports now.
                     for p in self.ports.iter_mut().filter(|p| p.streak > 0) {
@@ -479,7 +490,7 @@ impl Keeper {
                 self.stats.accepted += 1;
                 let p = &mut self.ports[i];
                 if p.streak > 0 {
-                    info!("{addr} (front end {}) OK again after {} failed attempts", self.fe, p.streak);
+                    info_peer!(addr, "{addr} (front end {}) OK again after {} failed attempts", self.fe, p.streak);
                     // The port refused in between: another process (a new
                     // child after a graceful restart) owns it now, and the
                     // quick closes of the old one say nothing about it.
@@ -501,7 +512,7 @@ impl Keeper {
                 let p = &mut self.ports[i];
                 p.full = true;
                 p.next_allowed = now + d;
-                debug!("{addr}: {what}; retrying this port in {} ms", d.as_millis());
+                debug_peer!(addr, "{addr}: {what}; retrying this port in {} ms", d.as_millis());
                 self.ready = false;
                 if !self.full_logged {
                     self.full_logged = true;
@@ -525,13 +536,18 @@ impl Keeper {
                 self.ports[i].next_allowed = now + d;
                 self.ready = false;
                 if streak == 1 {
-                    warn!(
+                    warn_peer!(
+                        addr,
                         "dial {addr} (front end {}) failed: {msg}; backing off (up to {} ms)",
                         self.fe,
                         self.agent.max_backoff.as_millis()
                     );
                 } else {
-                    debug!("dial {addr} failed again ({streak} in a row): {msg}; next try in {} ms", d.as_millis());
+                    debug_peer!(
+                        addr,
+                        "dial {addr} failed again ({streak} in a row): {msg}; next try in {} ms",
+                        d.as_millis()
+                    );
                 }
             }
             Err(Fail::Auth(msg)) => {
@@ -543,9 +559,9 @@ impl Keeper {
                 self.ports[i].next_allowed = now + d;
                 self.ready = false;
                 if streak == 1 || streak.is_multiple_of(AUTH_LOG_EVERY) {
-                    error!("{msg}; front end {}, attempt {streak}, backing off", self.fe);
+                    error_peer!(addr, "{msg}; front end {}, attempt {streak}, backing off", self.fe);
                 } else {
-                    debug!("{msg}; next try in {} ms", d.as_millis());
+                    debug_peer!(addr, "{msg}; next try in {} ms", d.as_millis());
                 }
             }
         }
