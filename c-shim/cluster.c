@@ -4,11 +4,12 @@
  * hooks that let reversed nodes registered through mod_manager work.
  * Everything here is inert when mod_manager/mod_proxy_cluster are not loaded.
  *
- * - MCMP: an input filter copies (never consumes) the body of the CONFIG and
- *   APP commands that mod_manager reads; once mod_manager has answered 200,
- *   the whole body goes to prx_cluster_observe, which registers a
- *   Reversed node here too (listeners open; its Type://Host:Port worker,
- *   which mod_proxy_cluster creates, is then served over reversed connections).
+ * - MCMP: an input filter copies (never consumes) the body of the CONFIG,
+ *   STATUS and APP commands that mod_manager reads; once mod_manager has
+ *   answered 200, the whole body goes to prx_cluster_observe, which registers
+ *   a Reversed node here too (listeners open; its Type://Host:Port worker,
+ *   which mod_proxy_cluster creates, is then served over reversed
+ *   connections) and keeps the Load of a STATUS for the status page.
  * - Health: mod_proxy_cluster's "proxy_cluster"/"balancer"/"0" provider (that
  *   mod_manager's STATUS and PING call) is wrapped: a reversed node is up iff
  *   it has authenticated reversed connections in some child; its address
@@ -18,6 +19,10 @@
  *   CPING then runs over it instead of dialling our listener) and closes
  *   pooled connections whose backend went away (so that the connection count
  *   STATUS reads does not include them).
+ * - A STATUS refused for want of links keeps its Load; a per-child watchdog
+ *   callback (100 ms) applies it once the node has a live link (section 4).
+ * - Health checks that still dial Host:Port (prefork) reach the node's first
+ *   port and are answered there from the node's liveness (src/accept.rs).
  * Nothing here uses the general-purpose pointer of proxy_worker: it is mod_proxy_cluster's.
  *
  * Interfaces of mod_cluster used here (declared below, not included):
