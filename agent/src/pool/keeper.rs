@@ -36,8 +36,13 @@ const CHILDREN_CHANGING: Duration = Duration::from_secs(5);
 /// child takes the first free port) is probed at least this often; the other
 /// refused ports back off to --max-backoff-ms.
 const LOWEST_REFUSED_PROBE: Duration = Duration::from_secs(1);
-/// Probes (dials of ports that refused last time) of one front end are at
-/// least this far apart: at most 40 per second, whatever the range's width.
+/// Probes (dials of ports that refused last time) of one front end: at most
+/// PROBE_RATE per second on average, PROBE_BURST at once (a token bucket), so
+/// that the ports a graceful restart leaves refused are all probed together
+/// while a wide range never makes a flood.
+const PROBE_RATE: f64 = 40.0;
+const PROBE_BURST: f64 = 16.0;
+/// Spread of the per-port probe interval with many refused ports (1 / PROBE_RATE).
 const PROBE_SPACING: Duration = Duration::from_millis(25);
 /// After httpd closed an idle connection (a child went away), refused ports are probed within this.
 const RESTART_PROBE: Duration = Duration::from_millis(100);
@@ -117,8 +122,9 @@ struct Keeper {
     stats: Stats,
     /// The last sign that httpd's children change (see CHILDREN_CHANGING).
     last_change: Option<Instant>,
-    /// No probe of a refused port before this (see PROBE_SPACING).
-    next_probe: Instant,
+    /// Probe tokens left (see PROBE_RATE) as of `probe_refill`.
+    probe_tokens: f64,
+    probe_refill: Instant,
     next_id: u64,
     last_dead_log: Option<Instant>,
 }
@@ -218,7 +224,8 @@ impl Keeper {
             full_logged: false,
             stats: Stats::default(),
             last_change: None,
-            next_probe: now,
+            probe_tokens: PROBE_BURST,
+            probe_refill: now,
             next_id: 0,
             last_dead_log: None,
         }
@@ -272,10 +279,9 @@ impl Keeper {
         for i in 0..n {
             let p = &self.ports[i];
             if p.streak > 0 && p.dialing == 0 && p.next_allowed <= now {
-                if now < self.next_probe {
+                if !self.take_probe(now) {
                     break;
                 }
-                self.next_probe = now + PROBE_SPACING;
                 self.start_dial(i);
             }
         }
@@ -297,7 +303,7 @@ impl Keeper {
                 if (p.streak > 0 || p.full || p.quick > 0) && p.dialing > 0 {
                     continue;
                 }
-                if p.streak > 0 && now < self.next_probe {
+                if p.streak > 0 && self.probe_at(now) > now {
                     continue;
                 }
                 let load = p.idle.len() + p.dialing;
@@ -311,7 +317,7 @@ impl Keeper {
             }
             self.rotate = (i + 1) % n;
             if self.ports[i].streak > 0 {
-                self.next_probe = now + PROBE_SPACING;
+                self.take_probe(now);
             }
             self.start_dial(i);
         }
@@ -327,9 +333,38 @@ impl Keeper {
         self.ports
             .iter()
             .filter(|p| short || (p.streak > 0 && p.dialing == 0))
-            .map(|p| if p.streak > 0 { p.next_allowed.max(self.next_probe) } else { p.next_allowed })
+            .map(|p| if p.streak > 0 { p.next_allowed.max(self.probe_at(now)) } else { p.next_allowed })
             .filter(|&t| t > now)
             .min()
+    }
+
+    /// Tokens as of `now`.
+    fn probe_tokens(&self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.probe_refill).as_secs_f64();
+        (self.probe_tokens + dt * PROBE_RATE).min(PROBE_BURST)
+    }
+
+    /// When the next probe may start.
+    fn probe_at(&self, now: Instant) -> Instant {
+        let t = self.probe_tokens(now);
+        if t >= 1.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64((1.0 - t) / PROBE_RATE)
+        }
+    }
+
+    /// Takes a probe token if there is one.
+    fn take_probe(&mut self, now: Instant) -> bool {
+        let t = self.probe_tokens(now);
+        self.probe_refill = now;
+        if t >= 1.0 {
+            self.probe_tokens = t - 1.0;
+            true
+        } else {
+            self.probe_tokens = t;
+            false
+        }
     }
 
     /// Logs once when the pool reaches its target and once when it falls
