@@ -715,6 +715,27 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_ports_beside_a_live_one_back_off() {
+        // Port A serves; A+1..A+3 stay refused (no child binds them).
+        let (la, a) = loop {
+            let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = la.local_addr().unwrap().port();
+            if a < u16::MAX - 3 && (1..=3).all(|k| std::net::TcpListener::bind(("127.0.0.1", a + k)).is_ok()) {
+                break (la, a);
+            }
+        };
+        let (ctx, _crx) = mpsc::unbounded_channel();
+        tokio::spawn(fake_httpd(la, SECRET, ctx, Arc::new(AtomicU64::new(0))));
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: a, last: a + 3 };
+        let stats = keep_for(fe, 2, agent(Some(SECRET), 5000), Duration::from_secs(6)).await;
+        // Before: every refused port about every 250 ms while A was live
+        // (~70 dials in 6 s). Now A+1 (the lowest refused) every 0.75-1 s,
+        // A+2 and A+3 backing off to 5 s: about 25.
+        assert_eq!(stats.accepted, 2, "{stats:?}");
+        assert!((15..=40).contains(&stats.dials), "{stats:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pool_full_port_is_retried_slowly() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
