@@ -4,11 +4,12 @@
  * hooks that let reversed nodes registered through mod_manager work.
  * Everything here is inert when mod_manager/mod_proxy_cluster are not loaded.
  *
- * - MCMP: an input filter copies (never consumes) the body of the CONFIG and
- *   APP commands that mod_manager reads; once mod_manager has answered 200,
- *   the whole body goes to prx_cluster_observe, which registers a
- *   Reversed node here too (listeners open; its Type://Host:Port worker,
- *   which mod_proxy_cluster creates, is then served over reversed connections).
+ * - MCMP: an input filter copies (never consumes) the body of the CONFIG,
+ *   STATUS and APP commands that mod_manager reads; once mod_manager has
+ *   answered 200, the whole body goes to prx_cluster_observe, which registers
+ *   a Reversed node here too (listeners open; its Type://Host:Port worker,
+ *   which mod_proxy_cluster creates, is then served over reversed
+ *   connections) and keeps the Load of a STATUS for the status page.
  * - Health: mod_proxy_cluster's "proxy_cluster"/"balancer"/"0" provider (that
  *   mod_manager's STATUS and PING call) is wrapped: a reversed node is up iff
  *   it has authenticated reversed connections in some child; its address
@@ -18,6 +19,10 @@
  *   CPING then runs over it instead of dialling our listener) and closes
  *   pooled connections whose backend went away (so that the connection count
  *   STATUS reads does not include them).
+ * - A STATUS refused for want of links keeps its Load; a per-child watchdog
+ *   callback (100 ms) applies it once the node has a live link (section 4).
+ * - Health checks that still dial Host:Port (prefork) reach the node's first
+ *   port and are answered there from the node's liveness (src/accept.rs).
  * Nothing here uses the general-purpose pointer of proxy_worker: it is mod_proxy_cluster's.
  *
  * Interfaces of mod_cluster used here (declared below, not included):
@@ -85,7 +90,7 @@ typedef struct {
 /* The commands whose body prx_cluster_observe wants. */
 static int prx_cl_watched_method(const char *m)
 {
-    return strcmp(m, "CONFIG") == 0 || strcmp(m, "ENABLE-APP") == 0
+    return strcmp(m, "CONFIG") == 0 || strcmp(m, "STATUS") == 0 || strcmp(m, "ENABLE-APP") == 0
            || strcmp(m, "DISABLE-APP") == 0 || strcmp(m, "STOP-APP") == 0
            || strcmp(m, "REMOVE-APP") == 0;
 }
@@ -304,6 +309,10 @@ static int prx_cl_node_isup(request_rec *r, int id, int load)
 
     if (load == -1) {
         /* "broken": nothing to check, the original marks it in error. */
+        w = prx_cl_find_by_id(id, &node, &ambiguous);
+        if (w) {
+            prx_cluster_status(node, -1, 0);
+        }
         return prx_cl_orig->proxy_node_isup(r, id, load);
     }
     /* Makes the worker exist here (the first STATUS may come before this
@@ -322,6 +331,10 @@ static int prx_cl_node_isup(request_rec *r, int id, int load)
         return prx_cl_orig->proxy_node_isup(r, id, load);
     }
     n = prx_node_connections(node);
+    if (load >= 0) {
+        /* A refused Load waits for the node's first link (see 4. below). */
+        prx_cluster_status(node, load, n > 0);
+    }
     if (n <= 0) {
         w->s->status |= PROXY_WORKER_IN_ERROR;
         w->s->error_time = apr_time_now();
@@ -564,6 +577,74 @@ static apr_status_t prx_cl_tick(int state, void *data, apr_pool_t *pool)
     return APR_SUCCESS;
 }
 
+/* ------------------------------------------------------------------ */
+/* 4. A node's first link puts it in service                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * mod_proxy_cluster builds a node's worker with lbfactor -1 ("not until a
+ * STATUS says") and only a STATUS whose check passes sets the Load. The
+ * first STATUS of a new node (mod_cluster's Java side sends CONFIG,
+ * ENABLE-APP and STATUS back to back) comes before any reversed link
+ * exists, so it is answered NOTOK above and its Load kept. Every 100 ms,
+ * in each child, a node with a kept Load and live links in some child gets
+ * that Load here, as mod_proxy_cluster's own STATUS handling would set it
+ * (the worker's shared status lives in mod_manager's node table, so one
+ * child does it for all). A node without links is never put in service.
+ */
+#define PRX_CL_LIFT_TICK apr_time_from_msec(100)
+
+typedef struct {
+    apr_pool_t *tp;
+    apr_hash_t *lifted; /* node -> load + 1 */
+} prx_cl_lift_baton;
+
+static int prx_cl_lift_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s, void *baton)
+{
+    prx_cl_lift_baton *b = baton;
+    int node, load;
+    if (!w || !w->s) {
+        return 0;
+    }
+    node = prx_node_for_worker(prx_worker_name(w));
+    if (node < 0) {
+        return 0;
+    }
+    load = prx_cluster_lift_load(node);
+    if (load < 0) {
+        return 0;
+    }
+    prx_cl_set_load(w, load);
+    if (!apr_hash_get(b->lifted, &node, sizeof(node))) {
+        apr_hash_set(b->lifted, apr_pmemdup(b->tp, &node, sizeof(node)), sizeof(node),
+                     (void *)(apr_uintptr_t)(load + 1));
+    }
+    return 0;
+}
+
+static apr_status_t prx_cl_lift_tick(int state, void *data, apr_pool_t *pool)
+{
+    prx_cl_lift_baton b;
+    apr_hash_index_t *hi;
+
+    if (state != AP_WATCHDOG_STATE_RUNNING || prx_node_count() == 0 || !prx_cluster_lift_due()) {
+        return APR_SUCCESS;
+    }
+    if (apr_pool_create(&b.tp, pool) != APR_SUCCESS) {
+        return APR_SUCCESS;
+    }
+    b.lifted = apr_hash_make(b.tp);
+    prx_each_worker((server_rec *)data, PRX_EACH_MEMBERS, prx_cl_lift_one, &b);
+    for (hi = apr_hash_first(b.tp, b.lifted); hi; hi = apr_hash_next(hi)) {
+        const void *key;
+        void *val;
+        apr_hash_this(hi, &key, NULL, &val);
+        prx_cluster_lifted(*(const int *)key, (int)(apr_uintptr_t)val - 1);
+    }
+    apr_pool_destroy(b.tp);
+    return APR_SUCCESS;
+}
+
 /* After mod_proxy_cluster's post_config, before mod_watchdog's (LAST), which
  * starts the threads of the instances that have callbacks. */
 static int prx_cl_post_config_watchdog(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
@@ -581,7 +662,8 @@ static int prx_cl_post_config_watchdog(apr_pool_t *pconf, apr_pool_t *plog, apr_
     register_callback = APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_register_callback);
     if (!get_instance || !register_callback
         || get_instance(&wd, PRX_CL_WATCHDOG, 0, 0, pconf) != APR_SUCCESS
-        || register_callback(wd, PRX_CL_TICK, s, prx_cl_tick) != APR_SUCCESS) {
+        || register_callback(wd, PRX_CL_TICK, s, prx_cl_tick) != APR_SUCCESS
+        || register_callback(wd, PRX_CL_LIFT_TICK, s, prx_cl_lift_tick) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
                      "PRX1014: no watchdog for reversed workers of mod_proxy_cluster (mod_watchdog?): "
                      "its idle-node health check may dial httpd's own reversed listeners");

@@ -244,6 +244,17 @@ static int prx_check_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s
         /* Pooled connections must survive their release. */
         w->s->is_address_reusable = 1;
         w->s->disablereuse = 0;
+        if (w->s->method != NONE) {
+            /* mod_proxy_hcheck dials the worker's own address: the sentinel. */
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                         "PRX1015: ProxyReversed: worker %s has a mod_proxy_hcheck health check "
+                         "(hcmethod=%s): it would dial the worker's sentinel address, fail, and mark "
+                         "the reversed node down. Remove hcmethod= (and the other hc* keys) from it: "
+                         "reversed links are checked by the module itself (PINGs on idle links and a "
+                         "check before use, see ProxyReversedLiveness)",
+                         prx_worker_name(w), ap_proxy_show_hcmethod(w->s->method));
+            *(int *)baton = 1;
+        }
     }
     return 0;
 }
@@ -251,8 +262,12 @@ static int prx_check_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s
 static int prx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     char err[PRX_ERRLEN];
+    int hcheck = 0;
     if (prx_node_count() > 0) {
-        prx_each_worker(s, PRX_EACH_ALL, prx_check_one, NULL);
+        prx_each_worker(s, PRX_EACH_ALL, prx_check_one, &hcheck);
+    }
+    if (hcheck) {
+        return !OK;
     }
     if (prx_cfg_check(err, sizeof(err)) != 0) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,

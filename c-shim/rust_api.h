@@ -147,6 +147,19 @@ void prx_cluster_observe(const char *method, const char *uri, const char *body, 
 /* Authenticated connections of a node, idle or in use, in all children. */
 int prx_node_connections(int node);
 
+/* mod_proxy_cluster keeps a node out of its balancer until a STATUS with a
+ * Load is accepted. A STATUS of registered node `node` with `load` was
+ * answered OK (live 1) or NOTOK for want of links (live 0): a refused Load
+ * (0..100) is kept until the node's first link arrives; an accepted one, or
+ * -1, forgets it. */
+void prx_cluster_status(int node, int load, int live);
+/* 1 if some registered node has a kept Load and live links now. */
+int prx_cluster_lift_due(void);
+/* The kept Load of `node` if it has live links now, else -1. */
+int prx_cluster_lift_load(int node);
+/* That Load was applied to the node's worker: forget it (and log it). */
+void prx_cluster_lifted(int node, int load);
+
 /* Status page: a NUL-terminated document (free with prx_string_free);
  * format 0 text, 1 JSON, 2 Prometheus text exposition (version 0.0.4),
  * 3 HTML (with a meta refresh every refresh_s seconds unless 0). */

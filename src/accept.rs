@@ -116,6 +116,8 @@ enum Outcome {
     /// Pooled; true if the dialer answers PINGs.
     Accepted(bool),
     Rejected(Rejection, String),
+    /// A health check's probe, answered (or refused by closing): not a dialer.
+    Probed,
 }
 
 struct AcceptLoop {
@@ -134,6 +136,9 @@ struct AcceptLoop {
     next_ping_scan: Instant,
     /// Per node: when a refused version-1 dialer was last logged as a warning.
     last_v1_warn: Vec<Option<Instant>>,
+    /// Per node: idle links retired since the last pass of the loop, and the
+    /// first one's peer and reason (one info line per node and pass).
+    retired: HashMap<usize, (u32, String, String)>,
 }
 
 impl Drop for AcceptLoop {
@@ -161,6 +166,7 @@ impl AcceptLoop {
             probing: HashMap::new(),
             next_ping_scan: Instant::now(),
             last_v1_warn: vec![None; child.nodes.len()],
+            retired: HashMap::new(),
         }
     }
 
@@ -233,6 +239,9 @@ impl AcceptLoop {
             if now >= next_tick {
                 next_tick = now + TICK;
                 self.upkeep(now);
+            }
+            if !self.retired.is_empty() {
+                self.log_retired();
             }
         }
         for (_, s) in self.shakes.drain() {
@@ -323,18 +332,27 @@ impl AcceptLoop {
     }
 
     /// Takes a link out of service that was counted idle.
-    fn retire_idle(&self, i: usize, c: Idle, why: &str, reason: Retirement) {
+    fn retire_idle(&mut self, i: usize, c: Idle, why: &str, reason: Retirement) {
         self.child.epoll.delete(&c.stream);
         let st = self.child.stats(i);
         st.idle.fetch_sub(1, Relaxed);
         st.retire(reason);
-        log::info(4, || {
-            format!(
-                "node {}: idle connection from {} retired: {why}",
-                self.child.name(i),
-                c.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default()
-            )
-        });
+        let peer = c.stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        log::debug(42, || format!("node {}: idle connection from {peer} retired: {why}", self.child.name(i)));
+        self.retired.entry(i).or_insert_with(|| (0, peer, why.to_string())).0 += 1;
+    }
+
+    /// One info line per node for the links retired in this pass of the loop
+    /// (a sweep after a total loss retires thousands at once).
+    fn log_retired(&mut self) {
+        for (i, (n, peer, why)) in self.retired.drain() {
+            log::info(4, || match n {
+                1 => format!("node {}: idle connection from {peer} retired: {why}", self.child.name(i)),
+                n => {
+                    format!("node {}: {n} idle connections retired (the first, from {peer}: {why})", self.child.name(i))
+                }
+            });
+        }
     }
 
     /// A link whose PING is out became readable: its PONG, or trouble.
@@ -580,6 +598,9 @@ impl AcceptLoop {
                 self.child.epoll.delete(&s.stream);
                 self.reject(s.node, s.peer, reason, &why);
             }
+            Outcome::Probed => {
+                self.child.epoll.delete(&s.stream);
+            }
             Outcome::Accepted(pingable) => {
                 let (node, peer) = (s.node, s.peer);
                 let idle_tok = token(K_IDLE, node, tok);
@@ -615,6 +636,21 @@ impl AcceptLoop {
         }
         match s.stage {
             Stage::Hello => {
+                // Only a registered node's Host:Port (its first port) is a
+                // worker's address that health checks dial.
+                let checked = s.node >= self.child.registered_base()
+                    && s.stream.local_addr().is_ok_and(|a| a.port() == node.range.first);
+                match if checked { health_probe(&s.buf) } else { HealthProbe::No } {
+                    HealthProbe::No => {}
+                    HealthProbe::Partial => return Outcome::Pending,
+                    HealthProbe::Cping | HealthProbe::Http if !same_host(&s.stream, s.peer) => {
+                        return Outcome::Rejected(
+                            Rejection::Malformed,
+                            "a health-check probe from another host (only httpd's own checks are answered)".into(),
+                        );
+                    }
+                    p => return self.answer_probe(s, p),
+                }
                 let (hello, used) = match proto::parse_hello(&s.buf) {
                     Ok(None) => return Outcome::Pending,
                     Ok(Some(h)) => h,
@@ -715,6 +751,35 @@ impl AcceptLoop {
         }
     }
 
+    /// A health check of mod_proxy_cluster (or of mod_proxy_hcheck through
+    /// its template) dialled a registered node's Host:Port, which is this listener:
+    /// an AJP CPING is answered with a CPONG and an HTTP OPTIONS/HEAD/GET
+    /// with a bodiless 200, only while the node has live links in some child
+    /// (as STATUS answers); otherwise the probe is closed without a byte, so
+    /// the check fails. Either way the connection closes: it never enters the
+    /// pool and never carries a request.
+    fn answer_probe(&self, s: &mut Shake, p: HealthProbe) -> Outcome {
+        let live = self.child.connections(s.node) > 0;
+        if live {
+            let reply: &[u8] = match p {
+                HealthProbe::Cping => &AJP_CPONG,
+                _ => b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            };
+            let _ = s.stream.write(reply);
+        }
+        let _ = s.stream.shutdown(std::net::Shutdown::Write);
+        log::debug(40, || {
+            format!(
+                "node {}: health-check {} from {} answered {}",
+                self.child.name(s.node),
+                if p == HealthProbe::Cping { "CPING" } else { "HTTP request" },
+                s.peer,
+                if live { "(the node has live links)" } else { "by closing (the node has no live link)" }
+            )
+        });
+        Outcome::Probed
+    }
+
     /// auth=none: straight into the pool after the allow-list check.
     fn pool(&self, i: usize, stream: TcpStream, peer: SocketAddr, tok: u64) -> Result<(), ()> {
         if self.child.epoll.add(&stream, EV_IN | EV_RDHUP, tok).is_err() {
@@ -781,10 +846,97 @@ impl AcceptLoop {
     }
 }
 
+/// AJP13 CPING (httpd → container) and CPONG.
+const AJP_CPING: [u8; 5] = [0x12, 0x34, 0x00, 0x01, 0x0a];
+const AJP_CPONG: [u8; 5] = [0x41, 0x42, 0x00, 0x01, 0x09];
+/// Longest HTTP health-check request head read.
+const PROBE_HEAD_MAX: usize = 2048;
+
+/// What the first bytes on a reversed port are, besides a HELLO ("RVRS"...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HealthProbe {
+    /// Not a health check: handled as a handshake (a HELLO, or garbage).
+    No,
+    /// The start of one: wait for more.
+    Partial,
+    /// Exactly an AJP CPING, nothing after it.
+    Cping,
+    /// A whole HTTP OPTIONS, HEAD or GET head without a body, nothing after it.
+    Http,
+}
+
+fn health_probe(buf: &[u8]) -> HealthProbe {
+    if buf.first() == Some(&AJP_CPING[0]) {
+        return match buf.len() {
+            n if n < AJP_CPING.len() => {
+                if AJP_CPING.starts_with(buf) {
+                    HealthProbe::Partial
+                } else {
+                    HealthProbe::No
+                }
+            }
+            5 if buf == AJP_CPING => HealthProbe::Cping,
+            _ => HealthProbe::No,
+        };
+    }
+    for m in [&b"OPTIONS "[..], b"HEAD ", b"GET "] {
+        if buf.len() < m.len() {
+            if m.starts_with(buf) {
+                return HealthProbe::Partial;
+            }
+            continue;
+        }
+        if !buf.starts_with(m) {
+            continue;
+        }
+        return match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(end) if end + 4 == buf.len() && !has_body(&buf[..end]) => HealthProbe::Http,
+            Some(_) => HealthProbe::No,
+            None if buf.len() < PROBE_HEAD_MAX => HealthProbe::Partial,
+            None => HealthProbe::No,
+        };
+    }
+    HealthProbe::No
+}
+
+/// A request head announcing a body (health checks send none).
+fn has_body(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).lines().skip(1).any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") || l.strip_prefix("content-length:").is_some_and(|v| v.trim() != "0")
+    })
+}
+
+/// Whether the peer is this host (loopback, or the address it dialled):
+/// health checks of httpd itself dial its own listener.
+fn same_host(stream: &TcpStream, peer: SocketAddr) -> bool {
+    peer.ip().is_loopback() || stream.local_addr().is_ok_and(|l| l.ip() == peer.ip())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::child::tests::one_node_config;
+
+    #[test]
+    fn health_probes_are_told_from_hellos() {
+        assert_eq!(health_probe(&AJP_CPING), HealthProbe::Cping);
+        assert_eq!(health_probe(&AJP_CPING[..3]), HealthProbe::Partial);
+        assert_eq!(health_probe(&[0x12, 0x34, 0x00, 0x01, 0x0a, 0x00]), HealthProbe::No);
+        assert_eq!(health_probe(&[0x12, 0x34, 0x00, 0x02]), HealthProbe::No);
+        assert_eq!(health_probe(b"RVRS\x02"), HealthProbe::No);
+        assert_eq!(health_probe(b"OPT"), HealthProbe::Partial);
+        assert_eq!(health_probe(b"OPTIONS * HTTP/1.0\r\nUser-Agent: x"), HealthProbe::Partial);
+        assert_eq!(health_probe(b"OPTIONS * HTTP/1.0\r\nUser-Agent: x\r\n\r\n"), HealthProbe::Http);
+        assert_eq!(health_probe(b"HEAD /ok HTTP/1.1\r\nHost: a\r\n\r\n"), HealthProbe::Http);
+        assert_eq!(health_probe(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET"), HealthProbe::No, "pipelined bytes");
+        assert_eq!(health_probe(b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\n"), HealthProbe::No, "a body");
+        assert_eq!(health_probe(b"POST / HTTP/1.1\r\n\r\n"), HealthProbe::No);
+        assert_eq!(health_probe(&[b'G'; PROBE_HEAD_MAX]), HealthProbe::No);
+        let mut long = b"GET /".to_vec();
+        long.resize(PROBE_HEAD_MAX, b'a');
+        assert_eq!(health_probe(&long), HealthProbe::No, "a head without end");
+    }
 
     #[test]
     fn a_failing_accept_thread_restarts_then_gives_up() {

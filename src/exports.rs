@@ -439,6 +439,39 @@ pub extern "C" fn prx_node_connections(node: c_int) -> c_int {
     )
 }
 
+/// Beside mod_proxy_cluster: a STATUS of `node` with `load` was answered
+/// OK (`live` 1) or NOTOK for want of links (0).
+#[no_mangle]
+pub extern "C" fn prx_cluster_status(node: c_int, load: c_int, live: c_int) {
+    guard((), || {
+        if node >= 0 {
+            crate::mcmp::cluster_status(node as usize, load, live != 0)
+        }
+    })
+}
+
+/// 1 if some registered node waits for its first link with a pending Load and has one now.
+#[no_mangle]
+pub extern "C" fn prx_cluster_lift_due() -> c_int {
+    guard(0, || crate::mcmp::cluster_lift_due() as c_int)
+}
+
+/// The pending Load of `node` if it has live links now, else -1.
+#[no_mangle]
+pub extern "C" fn prx_cluster_lift_load(node: c_int) -> c_int {
+    guard(-1, || if node < 0 { -1 } else { crate::mcmp::cluster_lift_load(node as usize) })
+}
+
+/// The shim applied the pending Load `load` to the worker of `node`.
+#[no_mangle]
+pub extern "C" fn prx_cluster_lifted(node: c_int, load: c_int) {
+    guard((), || {
+        if node >= 0 {
+            crate::mcmp::cluster_lifted(node as usize, load)
+        }
+    })
+}
+
 #[no_mangle]
 pub extern "C" fn prx_mcmp_reply_free(out: *mut McmpReplyC) {
     if out.is_null() {

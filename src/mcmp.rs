@@ -357,6 +357,14 @@ pub fn observe(method: &str, uri: &str, body: &[u8]) {
                 return;
             }
         }
+        Command::Status => {
+            // mod_manager answered it; the Load is kept for the status page.
+            let (Ok(st), Some(reg)) = (mcmp::parse_status(body), api::registry()) else { return };
+            if let Some((slot, _)) = reg.find_route(&st.jvm_route) {
+                reg.set_load(slot, st.load);
+            }
+            return;
+        }
         _ => return,
     }
     let reply = handle(method, uri, body, 0);
@@ -365,6 +373,52 @@ pub fn observe(method: &str, uri: &str, body: &[u8]) {
             29,
             &format!("reversed node in a {method} that mod_manager received: not registered here: {}", e.mess),
         );
+    }
+}
+
+/// The registry slot of node index `node`, if it is a registered node.
+fn registered_slot(node: usize) -> Option<(&'static Child, std::sync::Arc<Registry>, usize)> {
+    let child = api::child()?;
+    let reg = api::registry()?;
+    let slot = node.checked_sub(child.registered_base())?;
+    (slot < reg.len()).then_some((child, reg, slot))
+}
+
+/// Beside mod_proxy_cluster: a STATUS of a registered node with this Load
+/// was answered `live` (OK) or not (NOTOK, for want of links). A refused
+/// Load (0..=100) waits for the node's first link (`cluster_lift_load`);
+/// an accepted one, or -1, cancels it.
+pub fn cluster_status(node: usize, load: i32, live: bool) {
+    if let Some((_, reg, slot)) = registered_slot(node) {
+        reg.set_pending_load(slot, (!live).then_some(load));
+    }
+}
+
+/// Whether some registered node has a pending Load and live links now.
+pub fn cluster_lift_due() -> bool {
+    let (Some(child), Some(reg)) = (api::child(), api::registry()) else { return false };
+    reg.pending_loads().into_iter().any(|(j, _)| child.connections(child.registered_base() + j) > 0)
+}
+
+/// The pending Load of node `node` if it has live links now, else -1.
+pub fn cluster_lift_load(node: usize) -> i32 {
+    let Some((child, reg, slot)) = registered_slot(node) else { return -1 };
+    match reg.pending_loads().into_iter().find(|(j, _)| *j == slot) {
+        Some((_, load)) if child.connections(node) > 0 => load,
+        _ => -1,
+    }
+}
+
+/// The pending Load was applied to the node's worker.
+pub fn cluster_lifted(node: usize, load: i32) {
+    if let Some((child, reg, slot)) = registered_slot(node) {
+        reg.pending_load_applied(slot, load);
+        log::info(41, || {
+            format!(
+                "node {}: its first live link arrived: in service with Load {load} (its STATUS was answered NOTOK for want of links)",
+                child.name(node)
+            )
+        });
     }
 }
 

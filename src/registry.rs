@@ -9,7 +9,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{
-    AtomicI32, AtomicI64, AtomicU32, AtomicU8, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+    AtomicI32, AtomicI64, AtomicU32, AtomicU8, Ordering::AcqRel, Ordering::Acquire, Ordering::Relaxed,
+    Ordering::Release,
 };
 
 use crate::os::{RobustMutex, SharedArray};
@@ -102,7 +103,9 @@ pub struct Slot {
     port: AtomicU32,
     ports: AtomicU32,
     v6: AtomicU32,
-    _pad: AtomicU32,
+    /// Beside mod_proxy_cluster: the Load of a STATUS that was answered
+    /// NOTOK for want of links, plus one (0: none); see `set_pending_load`.
+    lift: AtomicI32,
     updated: AtomicI64,
     addr: [AtomicU8; 16],
     route: Text<ROUTE_MAX>,
@@ -429,6 +432,7 @@ impl Registry {
             .ok_or(RegisterError::Full)?;
         let s = &slots[pick];
         Self::write_slot(s, &e)?;
+        s.lift.store(0, Relaxed);
         s.state.store(ACTIVE, Relaxed);
         self.bump(s);
         Ok(Registered::New(pick))
@@ -448,6 +452,7 @@ impl Registry {
         let _g = self.lock();
         if let Some(s) = self.slots.get().get(i) {
             s.state.store(REMOVED, Relaxed);
+            s.lift.store(0, Relaxed);
             s.apps.set("");
             self.bump(s);
         }
@@ -573,8 +578,44 @@ impl Registry {
             left.push(e);
             return;
         }
+        s.lift.store(0, Relaxed);
         s.state.store(ACTIVE, Relaxed);
         self.bump(s);
+    }
+}
+
+/// Beside mod_proxy_cluster, which keeps a node out of its balancer until a
+/// STATUS with a Load is accepted: a STATUS refused only because the node had
+/// no live link yet leaves its Load here, and the first link applies it.
+impl Registry {
+    /// Records the Load of a STATUS answered NOTOK for want of links (0..=100),
+    /// or forgets it (None: a STATUS was accepted, or said -1).
+    pub fn set_pending_load(&self, i: usize, load: Option<i32>) {
+        if let Some(s) = self.slots.get().get(i) {
+            let v = load.filter(|l| (0..=100).contains(l)).map_or(0, |l| l + 1);
+            s.lift.store(v, Release);
+        }
+    }
+
+    /// Active nodes with a pending Load (cheap: no lock, no strings).
+    pub fn pending_loads(&self) -> Vec<(usize, i32)> {
+        self.slots
+            .get()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state.load(Acquire) == ACTIVE)
+            .filter_map(|(i, s)| match s.lift.load(Acquire) {
+                0 => None,
+                v => Some((i, v - 1)),
+            })
+            .collect()
+    }
+
+    /// The pending Load was applied: forgets it unless a newer STATUS changed it.
+    pub fn pending_load_applied(&self, i: usize, load: i32) {
+        if let Some(s) = self.slots.get().get(i) {
+            let _ = s.lift.compare_exchange(load + 1, 0, AcqRel, Relaxed);
+        }
     }
 }
 
@@ -656,6 +697,27 @@ mod tests {
         assert_eq!(r.get(0).unwrap().apps.list.len(), 1);
         let huge: Vec<String> = (0..40).map(|i| format!("/{}{i}", "c".repeat(70))).collect();
         assert_eq!(r.update_apps(0, |a| a.set(&al, &huge, AppState::Enabled)), Err(RegisterError::TooLong("contexts")));
+    }
+
+    #[test]
+    fn pending_load_is_kept_until_applied_and_reset_by_a_new_registration() {
+        let r = Registry::new(2).unwrap();
+        r.register(entry("a", 9100)).unwrap();
+        assert!(r.pending_loads().is_empty());
+        r.set_pending_load(0, Some(0));
+        assert_eq!(r.pending_loads(), vec![(0, 0)], "Load 0 (standby) is a Load too");
+        r.set_pending_load(0, Some(75));
+        r.pending_load_applied(0, 0);
+        assert_eq!(r.pending_loads(), vec![(0, 75)], "a newer STATUS is not lost");
+        r.pending_load_applied(0, 75);
+        assert!(r.pending_loads().is_empty());
+        r.set_pending_load(0, Some(-1));
+        assert!(r.pending_loads().is_empty(), "-1 is no Load to apply");
+        r.set_pending_load(0, Some(20));
+        r.remove(0);
+        assert!(r.pending_loads().is_empty(), "a removed node");
+        r.register(entry("a", 9100)).unwrap();
+        assert!(r.pending_loads().is_empty(), "a new registration starts without one");
     }
 
     #[test]

@@ -183,11 +183,12 @@ pub struct LoadSource {
     pub backend: Option<String>,
 }
 
-/// 1..=100 from how busy the pool is: 100 with no connection in use, 50 with
-/// as many in use as the agent keeps idle, towards 1 beyond.
-pub fn load_factor(busy: usize, capacity: usize) -> i32 {
+/// The share of the capacity left, 1..=100: 100 with no request in flight,
+/// 50 with half the capacity in flight, 1 at or beyond it.
+pub fn load_factor(in_flight: usize, capacity: usize) -> i32 {
     let cap = capacity.max(1) as u64;
-    let l = (100 * cap + (cap + busy as u64) / 2) / (cap + busy as u64);
+    let used = (in_flight as u64).min(cap);
+    let l = (100 * (cap - used) + cap / 2) / cap;
     l.clamp(1, 100) as i32
 }
 
@@ -202,7 +203,7 @@ impl LoadSource {
                 return -1;
             }
         }
-        load_factor(self.busy.count(), self.capacity)
+        load_factor(self.busy.in_flight(), self.capacity)
     }
 }
 
@@ -500,11 +501,12 @@ mod tests {
     #[test]
     fn loads() {
         assert_eq!(load_factor(0, 8), 100);
-        assert_eq!(load_factor(8, 8), 50);
-        assert_eq!(load_factor(24, 8), 25);
+        assert_eq!(load_factor(4, 8), 50);
+        assert_eq!(load_factor(6, 8), 25);
+        assert_eq!(load_factor(8, 8), 1);
         assert_eq!(load_factor(100_000, 8), 1);
         assert_eq!(load_factor(0, 0), 100);
-        assert_eq!(load_factor(1, 0), 50);
+        assert_eq!(load_factor(1, 0), 1);
     }
 
     #[test]

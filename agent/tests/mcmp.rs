@@ -248,18 +248,26 @@ fn status_interval_is_kept() {
 
 #[test]
 fn load_follows_the_pool_and_the_backend() {
-    // A backend that accepts: load from the pool (8 busy of capacity 8: 50).
+    // A backend that accepts: load from the requests in flight. 8 links busy
+    // (kept by mod_proxy between requests too), 4 of them carrying a request,
+    // of capacity 8: 50.
     let backend = TcpListener::bind("127.0.0.1:0").unwrap();
     let fake = Fake::start(healthy);
     let s = settings(&fake, "", registration(&[], &[]));
     let (busy, load) = load_source(Some(backend.local_addr().unwrap().to_string()));
     let guards: Vec<_> = (0..8).map(|_| busy.enter()).collect();
+    let flights: Vec<_> = (0..4).map(|_| busy.flight()).collect();
+    for f in &flights {
+        f.request();
+    }
     let (stop, h) = spawn_registrar(s, load);
     let reqs = fake.wait("STATUS", |r| r.iter().any(|r| r.method == "STATUS"));
     assert_eq!(reqs.iter().find(|r| r.method == "STATUS").unwrap().body, "JVMRoute=app1&Load=50");
     let _ = stop.send(true);
     h.join().unwrap();
+    drop(flights);
     drop(guards);
+    assert_eq!(busy.in_flight(), 0);
     // The backend gone: Load=-1.
     let dead = backend.local_addr().unwrap().to_string();
     drop(backend);

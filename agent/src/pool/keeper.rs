@@ -24,13 +24,25 @@ const QUICK_CLOSE: Duration = Duration::from_secs(1);
 const QUICK_STREAK_WINDOW: Duration = Duration::from_secs(30);
 /// Most dials in flight per front end.
 const MAX_DIALS_IN_FLIGHT: usize = 64;
-/// Longest wait before probing a refused port while other ports of its range are up.
+/// Longest wait before probing a refused port while httpd's children change.
 const LIVE_RANGE_PROBE: Duration = Duration::from_millis(250);
-/// A range counts as live this long after it last held an idle connection:
-/// a graceful restart closes every idle connection at once and the new
-/// children bind (often the same) ports about a second later.
-const RECENTLY_LIVE: Duration = Duration::from_secs(30);
-/// Probes of refused ports in a live range are spread at least this far apart.
+/// httpd's children are changing for this long after a sign of it (a link
+/// that had lived closed by httpd: a child went away, as in a graceful
+/// restart; or a refused port accepting again: a new child bound it). Then
+/// refused ports are probed every LIVE_RANGE_PROBE; otherwise they back off
+/// exponentially to --max-backoff-ms, for a port no child binds stays refused.
+const CHILDREN_CHANGING: Duration = Duration::from_secs(5);
+/// The lowest refused port of a range (where httpd's next child binds: each
+/// child takes the first free port) is probed at least this often; the other
+/// refused ports back off to --max-backoff-ms.
+const LOWEST_REFUSED_PROBE: Duration = Duration::from_secs(1);
+/// Probes (dials of ports that refused last time) of one front end: at most
+/// PROBE_RATE per second on average, PROBE_BURST at once (a token bucket), so
+/// that the ports a graceful restart leaves refused are all probed together
+/// while a wide range never makes a flood.
+const PROBE_RATE: f64 = 40.0;
+const PROBE_BURST: f64 = 16.0;
+/// Spread of the per-port probe interval with many refused ports (1 / PROBE_RATE).
 const PROBE_SPACING: Duration = Duration::from_millis(25);
 /// After httpd closed an idle connection (a child went away), refused ports are probed within this.
 const RESTART_PROBE: Duration = Duration::from_millis(100);
@@ -108,8 +120,11 @@ struct Keeper {
     ready: bool,
     full_logged: bool,
     stats: Stats,
-    /// When the range last held an idle connection.
-    last_live: Option<Instant>,
+    /// The last sign that httpd's children change (see CHILDREN_CHANGING).
+    last_change: Option<Instant>,
+    /// Probe tokens left (see PROBE_RATE) as of `probe_refill`.
+    probe_tokens: f64,
+    probe_refill: Instant,
     next_id: u64,
     last_dead_log: Option<Instant>,
 }
@@ -144,7 +159,10 @@ pub async fn run_frontend_watch(
         tokio::select! {
             biased;
             ev = rx.recv() => match ev {
-                Some(ev) => k.on_event(ev),
+                Some(ev) => {
+                    k.on_event(ev);
+                    k.note_ready();
+                }
                 None => break,
             },
             _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
@@ -205,7 +223,9 @@ impl Keeper {
             ready: false,
             full_logged: false,
             stats: Stats::default(),
-            last_live: None,
+            last_change: None,
+            probe_tokens: PROBE_BURST,
+            probe_refill: now,
             next_id: 0,
             last_dead_log: None,
         }
@@ -255,9 +275,13 @@ impl Keeper {
     fn fill(&mut self) {
         let now = Instant::now();
         let n = self.ports.len();
+        // Lowest port first: a new httpd child binds the first free port of the range.
         for i in 0..n {
             let p = &self.ports[i];
             if p.streak > 0 && p.dialing == 0 && p.next_allowed <= now {
+                if !self.take_probe(now) {
+                    break;
+                }
                 self.start_dial(i);
             }
         }
@@ -279,6 +303,9 @@ impl Keeper {
                 if (p.streak > 0 || p.full || p.quick > 0) && p.dialing > 0 {
                     continue;
                 }
+                if p.streak > 0 && self.probe_at(now) > now {
+                    continue;
+                }
                 let load = p.idle.len() + p.dialing;
                 if best.is_none_or(|(_, l)| load < l) {
                     best = Some((i, load));
@@ -289,6 +316,9 @@ impl Keeper {
                 return;
             }
             self.rotate = (i + 1) % n;
+            if self.ports[i].streak > 0 {
+                self.take_probe(now);
+            }
             self.start_dial(i);
         }
     }
@@ -303,22 +333,60 @@ impl Keeper {
         self.ports
             .iter()
             .filter(|p| short || (p.streak > 0 && p.dialing == 0))
-            .map(|p| p.next_allowed)
+            .map(|p| if p.streak > 0 { p.next_allowed.max(self.probe_at(now)) } else { p.next_allowed })
             .filter(|&t| t > now)
             .min()
     }
 
-    /// While other ports of the range hold connections, or did within
-    /// RECENTLY_LIVE, the range is up and a refusing port is most likely a
-    /// child that httpd has not started yet: probe it often, spreading the
-    /// probes (at most ~40 per second per front end), instead of backing off
-    /// to the maximum.
+    /// Tokens as of `now`.
+    fn probe_tokens(&self, now: Instant) -> f64 {
+        let dt = now.saturating_duration_since(self.probe_refill).as_secs_f64();
+        (self.probe_tokens + dt * PROBE_RATE).min(PROBE_BURST)
+    }
+
+    /// When the next probe may start.
+    fn probe_at(&self, now: Instant) -> Instant {
+        let t = self.probe_tokens(now);
+        if t >= 1.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64((1.0 - t) / PROBE_RATE)
+        }
+    }
+
+    /// Takes a probe token if there is one.
+    fn take_probe(&mut self, now: Instant) -> bool {
+        let t = self.probe_tokens(now);
+        self.probe_refill = now;
+        if t >= 1.0 {
+            self.probe_tokens = t - 1.0;
+            true
+        } else {
+            self.probe_tokens = t;
+            false
+        }
+    }
+
+    /// Logs once when the pool reaches its target and once when it falls
+    /// short of it (not on every probe of a refused port).
+    fn note_ready(&mut self) {
+        let idle = self.idle();
+        if idle >= self.target && !self.ready {
+            info!("front end {} ready: {}/{} idle connections", self.fe, idle, self.target);
+            self.ready = true;
+            self.full_logged = false;
+        } else if idle < self.target && self.ready {
+            debug!("front end {}: {}/{} idle connections, refilling", self.fe, idle, self.target);
+        }
+    }
+
+    /// Within CHILDREN_CHANGING of a sign that httpd's children change, a
+    /// refusing port is most likely a child that httpd has not started yet:
+    /// probe it often (spread by PROBE_SPACING) instead of backing off to the
+    /// maximum. Otherwise a refused port is one no child binds: it backs off.
     fn live_range_probe(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        if self.ports.iter().any(|p| p.idle.len() > 0) {
-            self.last_live = Some(now);
-        }
-        if self.last_live.is_none_or(|t| now.duration_since(t) >= RECENTLY_LIVE) {
+        if self.last_change.is_none_or(|t| now.duration_since(t) >= CHILDREN_CHANGING) {
             return None;
         }
         let failing = self.ports.iter().filter(|p| p.streak > 0).count() as u32;
@@ -366,7 +434,6 @@ impl Keeper {
                 self.on_dialed(i, result);
             }
             Event::Used { port, id } => {
-                self.last_live = Some(Instant::now());
                 let i = self.slot(port);
                 if !self.ports[i].idle.remove(id) {
                     debug!("{}: link {id} used but not counted idle", self.fe.addr(port));
@@ -375,7 +442,6 @@ impl Keeper {
                 self.stats.used += 1;
             }
             Event::Closed { port, id, lived, why } => {
-                self.last_live = Some(Instant::now());
                 let i = self.slot(port);
                 if !self.ports[i].idle.remove(id) {
                     debug!("{}: link {id} closed but not counted idle", self.fe.addr(port));
@@ -394,7 +460,6 @@ impl Keeper {
                         if why == Close::Dead {
                             self.stats.dead += 1;
                         }
-                        self.ready = false;
                         let now = Instant::now();
                         let what = if why == Close::Dead {
                             format!(
@@ -424,7 +489,6 @@ impl Keeper {
                     Close::ByHttpd => {}
                 }
                 let addr = self.fe.addr(port);
-                self.ready = false;
                 let now = Instant::now();
                 // A child that goes away closes all its idle connections at
                 // once: a connection that was already open at the last quick
@@ -467,18 +531,13 @@ impl Keeper {
                     );
                     // A child went away (graceful restart, or httpd shrinking
                     // its pool): new children may be binding refused ports now.
+                    self.last_change = Some(now);
                     for p in self.ports.iter_mut().filter(|p| p.streak > 0) {
                         let soon = now + self.jitter.between(RESTART_PROBE / 2, RESTART_PROBE);
                         p.next_allowed = p.next_allowed.min(soon);
                     }
                 }
             }
-        }
-        let idle = self.idle();
-        if idle >= self.target && !self.ready {
-            info!("front end {} ready: {}/{} idle connections", self.fe, idle, self.target);
-            self.ready = true;
-            self.full_logged = false;
         }
     }
 
@@ -488,6 +547,10 @@ impl Keeper {
         match result {
             Ok(()) => {
                 self.stats.accepted += 1;
+                if self.ports[i].streak > 0 {
+                    // A new child bound it: others may be starting too.
+                    self.last_change = Some(now);
+                }
                 let p = &mut self.ports[i];
                 if p.streak > 0 {
                     info_peer!(addr, "{addr} (front end {}) OK again after {} failed attempts", self.fe, p.streak);
@@ -513,7 +576,6 @@ impl Keeper {
                 p.full = true;
                 p.next_allowed = now + d;
                 debug_peer!(addr, "{addr}: {what}; retrying this port in {} ms", d.as_millis());
-                self.ready = false;
                 if !self.full_logged {
                     self.full_logged = true;
                     info!(
@@ -532,9 +594,11 @@ impl Keeper {
                 let mut d = self.backoff(streak);
                 if let Some(probe) = self.live_range_probe() {
                     d = d.min(probe);
+                } else if self.ports[..i].iter().all(|p| p.streak == 0) {
+                    let probe = self.jitter.between(LOWEST_REFUSED_PROBE * 3 / 4, LOWEST_REFUSED_PROBE);
+                    d = d.min(probe);
                 }
                 self.ports[i].next_allowed = now + d;
-                self.ready = false;
                 if streak == 1 {
                     warn_peer!(
                         addr,
@@ -557,7 +621,6 @@ impl Keeper {
                 // Retrying cannot fix a wrong secret soon: start around 1 s and grow to the cap.
                 let d = self.backoff(streak + AUTH_BACKOFF_HEAD_START).max(AUTH_BACKOFF_MIN);
                 self.ports[i].next_allowed = now + d;
-                self.ready = false;
                 if streak == 1 || streak.is_multiple_of(AUTH_LOG_EVERY) {
                     error_peer!(addr, "{msg}; front end {}, attempt {streak}, backing off", self.fe);
                 } else {
@@ -668,6 +731,27 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refused_ports_beside_a_live_one_back_off() {
+        // Port A serves; A+1..A+3 stay refused (no child binds them).
+        let (la, a) = loop {
+            let la = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = la.local_addr().unwrap().port();
+            if a < u16::MAX - 3 && (1..=3).all(|k| std::net::TcpListener::bind(("127.0.0.1", a + k)).is_ok()) {
+                break (la, a);
+            }
+        };
+        let (ctx, _crx) = mpsc::unbounded_channel();
+        tokio::spawn(fake_httpd(la, SECRET, ctx, Arc::new(AtomicU64::new(0))));
+        let fe = FrontEnd { host: "127.0.0.1".into(), first: a, last: a + 3 };
+        let stats = keep_for(fe, 2, agent(Some(SECRET), 5000), Duration::from_secs(6)).await;
+        // Before: every refused port about every 250 ms while A was live
+        // (~70 dials in 6 s). Now A+1 (the lowest refused) every 0.75-1 s,
+        // A+2 and A+3 backing off to 5 s: about 25.
+        assert_eq!(stats.accepted, 2, "{stats:?}");
+        assert!((15..=40).contains(&stats.dials), "{stats:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pool_full_port_is_retried_slowly() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
@@ -739,7 +823,7 @@ mod tests {
         tokio::spawn(fake_httpd(la, SECRET, ctx_a, Arc::new(AtomicU64::new(0))));
         let (sd_tx, sd_rx) = watch::channel(false);
         let fe = FrontEnd { host: "127.0.0.1".into(), first: port_a, last: port_b };
-        // A 5 s maximum backoff: without the live-range probing, B would wait seconds.
+        // A 5 s maximum backoff: B, the lowest refused port, is probed every second anyway.
         let keeper = tokio::spawn(run_frontend(fe, 4, agent(Some(SECRET), 5000), sd_rx));
         let mut held_a = Vec::new();
         for _ in 0..4 {
@@ -757,7 +841,8 @@ mod tests {
         for _ in 0..2 {
             held_b.push(recv(&mut crx_b).await);
         }
-        assert!(started.elapsed() < Duration::from_millis(700), "B found after {:?}", started.elapsed());
+        // B is the lowest refused port, probed at least every second.
+        assert!(started.elapsed() < Duration::from_millis(1500), "B found after {:?}", started.elapsed());
         sd_tx.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(3), keeper).await.unwrap().unwrap();
     }

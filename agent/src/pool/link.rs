@@ -158,7 +158,7 @@ pub(super) async fn dial_task(
     let _counted = fm.busy();
     let _ = tx.send(Event::Used { port, id });
     match &agent.mode {
-        Mode::Splice { backend } => agent.metrics.spliced(crate::splice::run(s, first, backend).await),
+        Mode::Splice { backend } => agent.metrics.spliced(crate::splice::run(s, first, backend, &agent.busy).await),
         Mode::Respond(cfg) => responder::serve(s, first, cfg, shutdown).await,
     }
 }

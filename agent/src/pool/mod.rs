@@ -38,11 +38,44 @@ pub enum Mode {
     Respond(responder::Config),
 }
 
-/// Counts connections carrying requests, for graceful shutdown.
+/// Counts connections carrying requests, for graceful shutdown, and the
+/// requests in flight among them, for the MCMP Load.
 #[derive(Default)]
 pub struct Busy {
     n: AtomicUsize,
     zero: Notify,
+    /// Spliced links whose last bytes went from httpd to the backend: a
+    /// request (or its body) was sent and its response has not begun. A link
+    /// mod_proxy keeps between requests (AJP reuse, HTTP keep-alive) is busy
+    /// but carries no request in flight.
+    inflight: AtomicUsize,
+}
+
+/// The request-in-flight state of one spliced link (see `Busy::inflight`).
+pub struct Flight<'a> {
+    busy: &'a Busy,
+    on: std::sync::atomic::AtomicBool,
+}
+
+impl Flight<'_> {
+    /// httpd wrote request bytes: a request is in flight.
+    pub fn request(&self) {
+        if !self.on.swap(true, Ordering::AcqRel) {
+            self.busy.inflight.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+    /// The backend answered: its response began.
+    pub fn response(&self) {
+        if self.on.swap(false, Ordering::AcqRel) {
+            self.busy.inflight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.response();
+    }
 }
 
 pub struct BusyGuard(Arc<Busy>);
@@ -54,6 +87,13 @@ impl Busy {
     }
     pub fn count(&self) -> usize {
         self.n.load(Ordering::SeqCst)
+    }
+    /// Requests in flight: sent by httpd, their response not begun.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+    pub fn flight(&self) -> Flight<'_> {
+        Flight { busy: self, on: std::sync::atomic::AtomicBool::new(false) }
     }
     pub async fn wait_zero(&self) {
         loop {
