@@ -627,11 +627,7 @@ async fn run(cli: Options, mut s: Settings, secret: Option<Vec<u8>>) -> ExitCode
             };
             (
                 Mode::Respond(responder::Config::new(*body_size, *echo).with_tls(t)),
-                if *echo {
-                    format!("respond (echo){desc}")
-                } else {
-                    format!("respond ({body_size}-byte body){desc}")
-                },
+                if *echo { format!("respond (echo){desc}") } else { format!("respond ({body_size}-byte body){desc}") },
             )
         }
     };

@@ -456,7 +456,8 @@ impl Snapshot {
     /// The responder's TLS (`--tls-cert`): handshakes by result, requests answered inside TLS.
     fn encode_tls(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use crate::tls::{HANDSHAKES_FAILED, HANDSHAKES_OK, REQUESTS};
-        let (ok, failed, requests) = (HANDSHAKES_OK.load(Relaxed), HANDSHAKES_FAILED.load(Relaxed), REQUESTS.load(Relaxed));
+        let (ok, failed, requests) =
+            (HANDSHAKES_OK.load(Relaxed), HANDSHAKES_FAILED.load(Relaxed), REQUESTS.load(Relaxed));
         let mut m = enc.encode_descriptor(
             "responder_tls_handshakes",
             "TLS handshakes of the built-in responder, by result",

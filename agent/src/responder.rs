@@ -367,7 +367,9 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>, cfg: &Co
             // Before the blank line that ends the head.
             out.truncate(out.len() - 2);
             let h = tls::HANDSHAKES_OK.load(Relaxed);
-            out.extend_from_slice(format!("X-TLS: conn={} req={} handshakes={h}\r\n\r\n", t.conn, t.requests).as_bytes());
+            out.extend_from_slice(
+                format!("X-TLS: conn={} req={} handshakes={h}\r\n\r\n", t.conn, t.requests).as_bytes(),
+            );
         }
         if send_body && data.len() <= WRITE_CHUNK {
             out.extend_from_slice(data);

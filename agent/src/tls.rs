@@ -89,9 +89,8 @@ pub fn load(f: &TlsFiles) -> Result<Tls, String> {
         }
         None => builder.with_no_client_auth(),
     };
-    let mut cfg = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("--tls-cert/--tls-key {}: {e}", f.cert.display()))?;
+    let mut cfg =
+        builder.with_single_cert(chain, key).map_err(|e| format!("--tls-cert/--tls-key {}: {e}", f.cert.display()))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(cfg)), mutual: f.client_ca.is_some() })
 }
