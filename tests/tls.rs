@@ -728,3 +728,96 @@ fn tls_configtest_refusals() {
         b.conf("SSLProxyEngine on\n").conf(&n.conf(&format!("secret={} tls=required", secret.display()))).configtest();
     assert!(ok, "configtest refused a valid https:// node:\n{out}");
 }
+
+// ---------------------------------------------------------------------------
+// Which name: ProxyPreserveHost, a balancer member, an MCMP Type=https node
+// ---------------------------------------------------------------------------
+
+/// GET `path` with `Host: host` on a fresh connection: (status, X-TLS header).
+fn get_host(h: &Httpd, path: &str, host: &str) -> (u16, Option<String>) {
+    let mut s = TcpStream::connect(("127.0.0.1", h.port())).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let tls = text.lines().find_map(|l| l.strip_prefix("X-TLS: ")).map(str::to_string);
+    (status, tls)
+}
+
+#[test]
+fn tls_names_balancer_and_mcmp() {
+    let b = Httpd::builder(Mpm::Event).mpm_settings(ONE_EVENT_CHILD).module("ssl_module", "mod_ssl.so");
+    let pki = Pki::new(b.dir());
+    pki.leaf("srv", "localhost", "ca", 3, false);
+    // For the MCMP node, whose worker host is httpd's listen address.
+    pki.leaf("addr", "127.0.0.1", "ca", 3, false);
+    let secret = b.secret("secret", SECRET);
+    let pres = https_node("pres", 1, 1);
+    let member = https_node("member", 2, 1);
+    let first = free_ports(4);
+    let conf = format!(
+        "{ssl}{pres}<Location \"/pres/\">\n    ProxyPreserveHost On\n</Location>\n\
+         <Proxy \"balancer://tlsb\">\n    BalancerMember \"https://localhost:2\" route=m1\n</Proxy>\n\
+         ProxyPass \"/tlsb/\" \"balancer://tlsb/\"\n\
+         ProxyReversed member \"https://localhost:2\" {range} secret={s} wait=3s tls=required\n\
+         ProxyReversedMCMP 127.0.0.1:{first}-{last} ports=4 wait=3s\n\
+         ProxyReversedNodeSecret mc1 {s}\n\
+         <Proxy \"balancer://mycluster\">\n    ProxySet growth=4\n</Proxy>\n\
+         ProxyPass \"/mc/\" \"balancer://mycluster/\"\n\
+         <Location \"/mcmp\">\n    SetHandler proxy-reversed-mcmp\n</Location>\n",
+        ssl = ssl_proxy_conf(&pki),
+        pres = pres.conf(&format!("secret={} wait=3s", secret.display())),
+        range = member.range(),
+        s = secret.display(),
+        last = first + 3,
+    );
+    let h = b.conf(&conf).conf(STATUS_LOCATION).start();
+    let dir = h.dir().to_path_buf();
+    let _a1 = responder_args(&pres, &secret, &pki, "srv", free_port()).idle(3).spawn(Some(&dir));
+    let _a2 = responder_args(&member, &secret, &pki, "srv", free_port()).idle(3).spawn(Some(&dir));
+    let mc_node = RNode { name: "mc1".into(), scheme: "https", url: String::new(), first, last: first + 3 };
+    let mut mc = responder_args(&mc_node, &secret, &pki, "addr", free_port()).idle(3);
+    mc.extra.extend(
+        [
+            "--mcmp",
+            &h.url("/mcmp"),
+            "--type",
+            "https",
+            "--context",
+            "/mc",
+            "--alias",
+            "localhost",
+            "--status-interval",
+            "1",
+        ]
+        .map(String::from),
+    );
+    let _a3 = mc.spawn(Some(&dir));
+    wait_all_idle(&h, &["pres", "member"], Duration::from_secs(15));
+
+    // ProxyPreserveHost: SNI and the check use the client's Host.
+    let (st, t1) = get_host(&h, "/pres/a", "localhost");
+    assert_eq!(st, 200, "Host: localhost with ProxyPreserveHost\n{}", tail_of(&h));
+    let (st, _) = get_host(&h, "/pres/b", "other.example");
+    assert_eq!(st, 500, "Host: other.example must fail the peer-name check (the certificate is for localhost)");
+    let log = h.error_log();
+    assert!(log.contains("AH02411") && log.contains("hostname other.example"), "{}", tail_of(&h));
+    assert!(log.contains("PRX1031"), "the kept link made for localhost was not closed for other.example");
+    let (st, t3) = get_host(&h, "/pres/c", "localhost");
+    assert_eq!(st, 200, "back to Host: localhost\n{}", tail_of(&h));
+    assert!(t1.is_some() && t3.is_some(), "not answered over TLS");
+
+    // A balancer member.
+    let r = get(&h.url("/tlsb/x")).unwrap();
+    assert_eq!(r.status, 200, "https balancer member: {} {:?}\n{}", r.status, r.text(), tail_of(&h));
+    x_tls(&r);
+
+    // MCMP Type=https: the member https://127.0.0.1:<first> checks the name 127.0.0.1.
+    let ok = wait_until(Duration::from_secs(15), || {
+        get(&h.url("/mc/y")).is_ok_and(|r| r.status == 200 && r.header("X-TLS").is_some())
+    });
+    assert!(ok, "the MCMP Type=https node never served over TLS:\n{}", tail_of(&h));
+    assert_no_sentinel_dial(&h);
+}
