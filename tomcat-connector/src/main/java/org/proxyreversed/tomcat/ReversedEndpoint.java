@@ -245,8 +245,8 @@ public class ReversedEndpoint extends NioEndpoint {
             // Tomcat would run its TLS server handshake on a link whose first
             // byte the idle watcher has already read.
             throw new IllegalArgumentException("mod_proxy_reversed connector: attribute \"SSLEnabled\"=\"true\" is not "
-                    + "supported on a reversed connector (links carry AJP/HTTP in clear, as forward ones do; use a VPN "
-                    + "or an encrypted tunnel across untrusted networks)");
+                    + "supported on a reversed connector (its links carry AJP/HTTP in clear, as forward ones do; for TLS "
+                    + "end to end, run reversed-agent beside an ordinary HTTPS connector and use an https:// worker in httpd)");
         }
         cfg.validate(reversedHost, getPort());
         try {
