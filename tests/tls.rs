@@ -602,31 +602,44 @@ struct HttpsTomcat {
 }
 
 impl HttpsTomcat {
+    /// Tomcat's ordinary HTTPS connector on a free loopback port.
     fn start(pki: &Pki) -> HttpsTomcat {
-        let dir = TempDir::new("tomcat-https");
-        let base = dir.path().to_path_buf();
-        for sub in ["conf", "logs", "temp", "work", "webapps/ROOT"] {
-            std::fs::create_dir_all(base.join(sub)).unwrap();
-        }
         let port = free_port();
-        let server_xml = format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<Server port="-1" shutdown="SHUTDOWN">
-  <Service name="Catalina">
-    <Connector protocol="org.apache.coyote.http11.Http11NioProtocol" address="127.0.0.1" port="{port}"
+        let conn = format!(
+            r#"    <Connector protocol="org.apache.coyote.http11.Http11NioProtocol" address="127.0.0.1" port="{port}"
                SSLEnabled="true" scheme="https" secure="true" maxThreads="50" connectionTimeout="60000">
       <SSLHostConfig>
         <Certificate certificateFile="{}" certificateKeyFile="{}" type="RSA" />
       </SSLHostConfig>
     </Connector>
-    <Engine name="Catalina" defaultHost="localhost">
+"#,
+            pki.p("tomcat.pem"),
+            pki.p("tomcat.key")
+        );
+        HttpsTomcat::start_with(&conn, port, false)
+    }
+
+    /// Tomcat with the connector XML `conn`; waits for `port` to accept, or
+    /// (port 0: a reversed connector listens on nothing) for "Server startup".
+    fn start_with(conn: &str, port: u16, with_jar: bool) -> HttpsTomcat {
+        let dir = TempDir::new("tomcat-https");
+        let base = dir.path().to_path_buf();
+        for sub in ["conf", "logs", "temp", "work", "lib", "webapps/ROOT"] {
+            std::fs::create_dir_all(base.join(sub)).unwrap();
+        }
+        if with_jar {
+            std::fs::copy(tomcat::connector_jar(), base.join("lib/mod_proxy_reversed-tomcat.jar")).unwrap();
+        }
+        let server_xml = format!(
+            r#"<?xml version="1.0" encoding="UTF-8"?>
+<Server port="-1" shutdown="SHUTDOWN">
+  <Service name="Catalina">
+{conn}    <Engine name="Catalina" defaultHost="localhost">
       <Host name="localhost" appBase="webapps" unpackWARs="false" autoDeploy="false" />
     </Engine>
   </Service>
 </Server>
-"#,
-            pki.p("tomcat.pem"),
-            pki.p("tomcat.key")
+"#
         );
         std::fs::write(base.join("conf/server.xml"), server_xml).unwrap();
         let home = Path::new(TOMCAT_HOME);
@@ -668,10 +681,11 @@ impl HttpsTomcat {
             .expect("start catalina.sh run");
         let mut t = HttpsTomcat { child, port, dir };
         let ok = wait_until(Duration::from_secs(60), || {
-            matches!(t.child.try_wait(), Ok(Some(_))) || port_accepts("127.0.0.1", port)
+            matches!(t.child.try_wait(), Ok(Some(_)))
+                || if port > 0 { port_accepts("127.0.0.1", port) } else { t.log().contains("Server startup in") }
         });
         assert!(matches!(t.child.try_wait(), Ok(None)), "tomcat exited during start-up:\n{}", t.log());
-        assert!(ok, "tomcat's HTTPS port {port} did not open within 60 s:\n{}", t.log());
+        assert!(ok, "tomcat did not start within 60 s (port {port}):\n{}", t.log());
         t
     }
     fn log(&self) -> String {
@@ -819,5 +833,87 @@ fn tls_names_balancer_and_mcmp() {
         get(&h.url("/mc/y")).is_ok_and(|r| r.status == 200 && r.header("X-TLS").is_some())
     });
     assert!(ok, "the MCMP Type=https node never served over TLS:\n{}", tail_of(&h));
+    assert_no_sentinel_dial(&h);
+}
+
+// ---------------------------------------------------------------------------
+// The in-Tomcat connector serving TLS on the links it dials
+// ---------------------------------------------------------------------------
+
+#[test]
+fn tls_in_tomcat_connector() {
+    if !tomcat_available() {
+        return;
+    }
+    let b = Httpd::builder(Mpm::Event).module("ssl_module", "mod_ssl.so");
+    let pki = Pki::new(b.dir());
+    pki.leaf("tomcat", "localhost", "ca", 3, false);
+    let node = https_node("tcin", 1, 4);
+    let secret = b.secret("secret", SECRET);
+    // Tomcat (user root or www-data here) reads the secret file.
+    let h = b
+        .conf(&ssl_proxy_conf(&pki))
+        .conf(&node.conf(&format!("secret={} wait=5s tls=required", secret.display())))
+        .conf(STATUS_LOCATION)
+        .start();
+    let conn = format!(
+        r#"    <Connector protocol="{proto}" node="{name}" secretFile="{secret}" address="127.0.0.1"
+               port="{first}" ports="4" idleConnections="6" maxBackoff="1000"
+               SSLEnabled="true" scheme="https" secure="true">
+      <SSLHostConfig>
+        <Certificate certificateFile="{cert}" certificateKeyFile="{key}" type="RSA" />
+      </SSLHostConfig>
+    </Connector>
+"#,
+        proto = tomcat::HTTP_PROTOCOL,
+        name = node.name,
+        secret = secret.display(),
+        first = node.first,
+        cert = pki.p("tomcat.pem"),
+        key = pki.p("tomcat.key"),
+    );
+    let tc = HttpsTomcat::start_with(&conn, 0, true);
+    wait_all_idle(&h, &["tcin"], Duration::from_secs(30));
+
+    let r = get(&node.url_on(&h, "hello.txt")).unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "hello.txt over TLS from the in-Tomcat connector: {} {:?}\n{}\n{}",
+        r.status,
+        r.text(),
+        tail_of(&h),
+        tc.log()
+    );
+    assert_eq!(r.text(), TOMCAT_HELLO_TXT);
+    let r = get(&node.url_on(&h, "secure.jsp")).unwrap();
+    assert_eq!(r.text().trim(), "secure=true scheme=https", "Tomcat did not see the request over TLS");
+    let big = pseudo_random_bytes(10 << 20, 0x71c1);
+    let r = post_with(&client(Duration::from_secs(120)), &node.url_on(&h, "echo.jsp"), &big).unwrap();
+    assert_eq!(r.status, 200, "10 MB POST to the in-Tomcat connector over TLS: {}", r.status);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&big), "the echo differs");
+    let errors = Arc::new(AtomicUsize::new(0));
+    let ths: Vec<_> = (0..16)
+        .map(|i| {
+            let (u, errors) = (node.url_on(&h, "echo.jsp"), errors.clone());
+            std::thread::spawn(move || {
+                let c = client(Duration::from_secs(60));
+                for j in 0..4 {
+                    let body = format!("in-tomcat tls {i} {j} {}", "w".repeat(i * 89 + j));
+                    match post_with(&c, &u, body.as_bytes()) {
+                        Ok(r) if r.status == 200 && r.body == body.as_bytes() => {}
+                        _ => {
+                            errors.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in ths {
+        t.join().unwrap();
+    }
+    assert_eq!(errors.load(Ordering::SeqCst), 0, "concurrent requests to the in-Tomcat connector over TLS failed");
+    assert!(!h.error_log().contains("PRX1032"), "a TLS handshake failed:\n{}", tail_of(&h));
     assert_no_sentinel_dial(&h);
 }
