@@ -406,9 +406,14 @@ public class ReversedEndpoint extends NioEndpoint {
                 pendingPrefix.remove(socket);
                 return false;
             }
-            cache.push(new PrefixSecureNioChannel(new org.apache.tomcat.util.net.SocketBufferHandler(
-                    socketProperties.getAppReadBufSize(), socketProperties.getAppWriteBufSize(),
-                    socketProperties.getDirectBuffer()), this, pendingPrefix));
+            // A recycled channel (always one of ours) is reused; a new one only when none is cached.
+            NioChannel ch = cache.pop();
+            if (ch == null) {
+                ch = new PrefixSecureNioChannel(new org.apache.tomcat.util.net.SocketBufferHandler(
+                        socketProperties.getAppReadBufSize(), socketProperties.getAppWriteBufSize(),
+                        socketProperties.getDirectBuffer()), this, pendingPrefix);
+            }
+            cache.push(ch);
         }
         boolean ok = super.setSocketOptions(socket);
         if (!ok) {
