@@ -13,7 +13,8 @@ rustls responder:
          reversed the same node with `reuse=0`: every request takes a fresh, already
                   connected reversed link and makes a TLS handshake on it
 
-`https` is the keep-alive case (req/s and p99 ratios); `cold` is the cost of a
+`https` is the keep-alive case (req/s and p99 ratios; the node's reuse= is
+BENCH_TLS_REUSE, 30s, see REUSE below); `cold` is the cost of a
 first request on a cold link (TLS handshake included; the forward one adds the
 TCP connect). wrk keeps its client connections alive in both. Results go to
 bench/results/tls.json, in throughput.json's shape (group, medians, ratios).
@@ -32,10 +33,17 @@ BASE = int(os.environ.get("BENCH_TLS_PORT", "40080"))
 PORT = BASE
 FWD = {"https": BASE + 1, "cold": BASE + 2}
 FIRST = {"https": BASE + 10, "cold": BASE + 20}
+METRICS = {"https": BASE + 3, "cold": BASE + 4}
 SENTINEL = {"https": 1, "cold": 2}
 SIZE = int(os.environ.get("BENCH_TLS_SIZE", "1024"))
 CONNS = {"https": [int(x) for x in os.environ.get("BENCH_TLS_CONNS", "32").split(",")],
          "cold": [int(x) for x in os.environ.get("BENCH_TLS_COLD_CONNS", "1,8").split(",")]}
+# Kept links of the keep-alive node: mod_proxy reuses a kept reversed link only
+# within reuse= of its last response (README, liveness). With the default 2 s,
+# every link expires while the other variant runs its 3 s, and each reversed
+# run starts with a TLS handshake per wrk connection that the forward one does
+# not pay; 30 s keeps both variants in the steady state being compared.
+REUSE = os.environ.get("BENCH_TLS_REUSE", "30s")
 CHILDREN, THREADS = 2, 64
 AGENT_IDLE = 64
 MAXIDLE = AGENT_IDLE // CHILDREN
@@ -72,8 +80,24 @@ def httpd_conf(rundir, pkidir):
         c += f'ProxyPass "/rev-{g}/" "{rev}"\n'
         c += (f'ProxyReversed rev-{g} "{rev}" 127.0.0.1:{FIRST[g]}-{FIRST[g] + 3} '
               f'secret={rundir}/rev-{g}.secret wait=5s maxidle={MAXIDLE} tls=required'
-              + (" reuse=0\n" if g == "cold" else "\n"))
+              + (" reuse=0\n" if g == "cold" else f" reuse={REUSE}\n"))
     return c
+
+
+def handshakes(port):
+    """The responder's completed TLS handshakes so far (its metrics), or None."""
+    import http.client
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith('reversed_agent_responder_tls_handshakes_total{result="ok"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return None
 
 
 def check(h, url):
@@ -92,7 +116,7 @@ def main():
         load_start = f.read().split()[:3]
     C.raise_nofile(65536)
     rundir = C.make_rundir("bench-tls")
-    C.require_free([PORT] + list(FWD.values()) + [f + i for f in FIRST.values() for i in range(4)])
+    C.require_free([PORT] + list(FWD.values()) + list(METRICS.values()) + [f + i for f in FIRST.values() for i in range(4)])
     pkidir = pki(rundir)
     for g in FWD:
         C.write_secret(os.path.join(rundir, f"rev-{g}.secret"))
@@ -104,7 +128,8 @@ def main():
             "--node", f"rev-{g}", "--secret-file", f"{rundir}/rev-{g}.secret",
             "--frontend", f"127.0.0.1:{FIRST[g]}-{FIRST[g] + 3}", "--idle", str(AGENT_IDLE),
             "--listen", f"127.0.0.1:{FWD[g]}", "--respond", "--body-size", str(SIZE),
-            "--tls-cert", f"{pkidir}/srv.pem", "--tls-key", f"{pkidir}/srv.key", "--log-level", "warn"], rundir)
+            "--tls-cert", f"{pkidir}/srv.pem", "--tls-key", f"{pkidir}/srv.key", "--log-level", "warn",
+            "--metrics-listen", f"127.0.0.1:{METRICS[g]}"], rundir)
     notes = []
 
     def all_idle():
@@ -129,12 +154,16 @@ def main():
             runs = []
             for rd in range(1, T.PAIRS + 1):
                 for cs in cases:
+                    h0 = handshakes(METRICS[g])
                     r = T.measure(h, cs, c, T.DURATION)
+                    h1 = handshakes(METRICS[g])
+                    r["tls_handshakes"] = (h1 - h0) if (h0 is not None and h1 is not None) else None
                     r["round"] = rd
                     runs.append(r)
                     C.log(f"{g:5} c={c:<3} round {rd} {cs.variant:8} {r['rps']:8.0f} req/s "
                           f"p50 {r['p50_ms']:7.2f} ms p99 {r['p99_ms']:7.2f} ms httpd {r['cpu_httpd_pct']:5.1f}% "
-                          f"agent {r['cpu_agent_pct']}% err {r['errors'] + r['non_2xx']}")
+                          f"agent {r['cpu_agent_pct']}% TLS handshakes {r['tls_handshakes']} "
+                          f"err {r['errors'] + r['non_2xx']}")
             med, per_round, ratios = T.summarize(runs, ["forward", "reversed"])
             results.append({"group": g, "size": f"{SIZE}b", "size_bytes": SIZE, "conns": c,
                             "variants": ["forward", "reversed"], "medians": med, "ratios": ratios,
@@ -151,7 +180,7 @@ def main():
            "machine": {"cpus": os.cpu_count(), "loadavg_at_start": load_start, "loadavg_at_end": load_end},
            "settings": {"duration_s": T.DURATION, "pairs": T.PAIRS, "warmup_s": T.WARMUP,
                         "httpd": f"event MPM, {CHILDREN} children x {THREADS} threads, SSLProxyVerify require",
-                        "agent_idle": AGENT_IDLE, "body_bytes": SIZE},
+                        "agent_idle": AGENT_IDLE, "body_bytes": SIZE, "keepalive_node_reuse": REUSE},
            "notes": notes, "results": results}
     path = C.save_json("tls.json", doc)
     C.log(f"wrote {path}; load average {load_start} -> {load_end}")
