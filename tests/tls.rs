@@ -848,32 +848,63 @@ fn tls_in_tomcat_connector() {
     let b = Httpd::builder(Mpm::Event).module("ssl_module", "mod_ssl.so");
     let pki = Pki::new(b.dir());
     pki.leaf("tomcat", "localhost", "ca", 3, false);
+    pki.leaf("client", "httpd-client", "ca", 3, true);
+    // Tomcat's JSSE trusts the CA from a PKCS12 trust store (keytool, from the JDK).
+    let out = Command::new("keytool")
+        .args(["-importcert", "-noprompt", "-alias", "ca", "-file", &pki.p("ca.pem"), "-keystore", &pki.p("trust.p12")])
+        .args(["-storetype", "PKCS12", "-storepass", "changeit"])
+        .output()
+        .expect("run keytool");
+    assert!(out.status.success(), "keytool: {}", String::from_utf8_lossy(&out.stderr));
     let node = https_node("tcin", 1, 4);
+    // Mutual TLS: Tomcat requires a client certificate; httpd presents one
+    // for tcinm and none for tcinx.
+    let mnode = https_node("tcinm", 2, 2);
+    let xnode = https_node("tcinx", 3, 2);
     let secret = b.secret("secret", SECRET);
-    // Tomcat (user root or www-data here) reads the secret file.
+    let opts = format!("secret={} wait=5s tls=required", secret.display());
     let h = b
         .conf(&ssl_proxy_conf(&pki))
-        .conf(&node.conf(&format!("secret={} wait=5s tls=required", secret.display())))
+        .conf(&node.conf(&opts))
+        .conf(&mnode.conf(&opts))
+        .conf(&xnode.conf(&opts))
+        .conf(&format!(
+            "<Proxy \"{}\">\n    SSLProxyMachineCertificateFile \"{}\"\n</Proxy>\n",
+            mnode.url,
+            pki.p("client.both.pem")
+        ))
         .conf(STATUS_LOCATION)
         .start();
-    let conn = format!(
-        r#"    <Connector protocol="{proto}" node="{name}" secretFile="{secret}" address="127.0.0.1"
-               port="{first}" ports="4" idleConnections="6" maxBackoff="1000"
+    let connector = |n: &RNode, mutual: bool| {
+        format!(
+            r#"    <Connector protocol="{proto}" node="{name}" secretFile="{secret}" address="127.0.0.1"
+               port="{first}" ports="{ports}" idleConnections="4" maxBackoff="1000"
                SSLEnabled="true" scheme="https" secure="true">
-      <SSLHostConfig>
+      <SSLHostConfig{verify}>
         <Certificate certificateFile="{cert}" certificateKeyFile="{key}" type="RSA" />
       </SSLHostConfig>
     </Connector>
 "#,
-        proto = tomcat::HTTP_PROTOCOL,
-        name = node.name,
-        secret = secret.display(),
-        first = node.first,
-        cert = pki.p("tomcat.pem"),
-        key = pki.p("tomcat.key"),
-    );
+            proto = tomcat::HTTP_PROTOCOL,
+            name = n.name,
+            secret = secret.display(),
+            first = n.first,
+            ports = n.last - n.first + 1,
+            verify = if mutual {
+                format!(
+                    " certificateVerification=\"required\" truststoreFile=\"{}\" truststorePassword=\"changeit\" truststoreType=\"PKCS12\"",
+                    pki.p("trust.p12")
+                )
+            } else {
+                String::new()
+            },
+            cert = pki.p("tomcat.pem"),
+            key = pki.p("tomcat.key"),
+        )
+    };
+    let conn = connector(&node, false) + &connector(&mnode, true) + &connector(&xnode, true);
     let tc = HttpsTomcat::start_with(&conn, 0, true);
-    wait_all_idle(&h, &["tcin"], Duration::from_secs(30));
+    wait_all_idle(&h, &["tcin", "tcinm", "tcinx"], Duration::from_secs(30));
 
     let r = get(&node.url_on(&h, "hello.txt")).unwrap();
     assert_eq!(
@@ -915,5 +946,12 @@ fn tls_in_tomcat_connector() {
     }
     assert_eq!(errors.load(Ordering::SeqCst), 0, "concurrent requests to the in-Tomcat connector over TLS failed");
     assert!(!h.error_log().contains("PRX1032"), "a TLS handshake failed:\n{}", tail_of(&h));
+
+    // mTLS: with httpd's client certificate served, without it refused.
+    let r = get(&mnode.url_on(&h, "secure.jsp")).unwrap();
+    assert_eq!(r.status, 200, "mTLS to the in-Tomcat connector: {} {:?}\n{}", r.status, r.text(), tail_of(&h));
+    assert_eq!(r.text().trim(), "secure=true scheme=https");
+    let r = get(&xnode.url_on(&h, "secure.jsp")).unwrap();
+    assert!(r.status >= 500, "no client certificate, yet Tomcat answered {} {:?}", r.status, r.text());
     assert_no_sentinel_dial(&h);
 }
