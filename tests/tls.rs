@@ -310,7 +310,8 @@ fn load(mpm: Mpm) {
     let big = pseudo_random_bytes(10 << 20, 0x7150_0000 + mpm as u64);
     let want = sha256_hex(&big);
     let t = Instant::now();
-    let r = post(&node.url_on(&h, "echo"), &big).unwrap();
+    let r = post(&node.url_on(&h, "echo"), &big)
+        .unwrap_or_else(|e| panic!("10 MB POST over TLS ({}): {e}\n{}", mpm.name(), tail_of(&h)));
     assert_eq!(r.status, 200, "10 MB POST over TLS: {}", r.status);
     assert_eq!(r.body.len(), big.len());
     assert_eq!(sha256_hex(&r.body), want, "the echoed 10 MB differ");
