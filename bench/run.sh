@@ -5,7 +5,7 @@
 # as www-data), wrk, and tomcat10 for the Tomcat rows (installed when missing).
 # Knobs (environment): BENCH_DURATION (s per run, 3), BENCH_PAIRS (5),
 # BENCH_CONNS (32,256), BENCH_GROUPS (ajp,http,tomcat,tcajp,tchttp), BENCH_IDLE_CONNS (10000),
-# BENCH_FWD_RESPONDER (forward responder command), BENCH_ONLY (throughput|scale|liveness|callgrind|tomcat-idle),
+# BENCH_FWD_RESPONDER (forward responder command), BENCH_ONLY (throughput|scale|liveness|callgrind|tomcat-idle|tls),
 # BENCH_LIVENESS_SECS (90), BENCH_LIVENESS_ROUNDS (2), BENCH_CG_REQUESTS (2000), BENCH_CG_RUNS (3),
 # BENCH_TC_LINKS (idle links per front end of the in-Tomcat connector, 1000).
 set -euo pipefail
@@ -43,8 +43,10 @@ case "${BENCH_ONLY:-all}" in
   liveness) run bench/liveness.py ;;
   callgrind) run bench/callgrind.py ;;
   tomcat-idle) run bench/tomcat_idle.py ;;
+  tls) run bench/tls.py ;;
   *) run bench/throughput.py; run bench/scale.py; run bench/liveness.py; run bench/callgrind.py
-     run bench/tomcat_idle.py || echo "bench: tomcat_idle.py failed (see above)" >&2 ;;
+     run bench/tomcat_idle.py || echo "bench: tomcat_idle.py failed (see above)" >&2
+     run bench/tls.py || echo "bench: tls.py failed (see above)" >&2 ;;
 esac
 python3 bench/report.py
 echo "bench: done in $(( $(date +%s) - start )) s; results in bench/results/latest.md" >&2

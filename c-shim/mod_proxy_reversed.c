@@ -234,6 +234,12 @@ void prx_each_worker(server_rec *main_s, int which, prx_worker_fn fn, void *bato
     }
 }
 
+/* An https:// worker: mod_proxy_http runs mod_ssl's TLS client over its connections. */
+static int prx_tls_worker(proxy_worker *w)
+{
+    return (w->s->scheme[0] == 'h' || w->s->scheme[0] == 'H') && strcasecmp(w->s->scheme, "https") == 0;
+}
+
 static int prx_check_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s, void *baton)
 {
     if (!w->s) {
@@ -255,6 +261,14 @@ static int prx_check_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s
                          prx_worker_name(w), ap_proxy_show_hcmethod(w->s->method));
             *(int *)baton = 1;
         }
+        if (prx_tls_worker(w) && !ap_find_linked_module("mod_ssl.c")) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, NULL,
+                         "PRX1030: ProxyReversed: the reversed worker %s is https://: mod_proxy_http runs TLS "
+                         "over its reversed connections through mod_ssl, which is not loaded "
+                         "(LoadModule ssl_module, and SSLProxyEngine on where the worker is used)",
+                         prx_worker_name(w));
+            *(int *)baton = 1;
+        }
     }
     return 0;
 }
@@ -262,11 +276,11 @@ static int prx_check_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s
 static int prx_check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s)
 {
     char err[PRX_ERRLEN];
-    int hcheck = 0;
+    int bad = 0;
     if (prx_node_count() > 0) {
-        prx_each_worker(s, PRX_EACH_ALL, prx_check_one, &hcheck);
+        prx_each_worker(s, PRX_EACH_ALL, prx_check_one, &bad);
     }
-    if (hcheck) {
+    if (bad) {
         return !OK;
     }
     if (prx_cfg_check(err, sizeof(err)) != 0) {
@@ -586,6 +600,70 @@ static int prx_acquire(request_rec *r, proxy_worker *worker, proxy_conn_rec **co
     return OK;
 }
 
+/* TLS over a reversed link (https:// workers). mod_proxy's
+ * ap_proxy_determine_connection() decides the name mod_ssl sends as SNI and
+ * checks the backend's certificate against (the "proxy-request-hostname"
+ * note): r->hostname with ProxyPreserveHost, else the host of the worker URL.
+ * It keeps that name in conn->ssl_hostname and closes a connection that has a
+ * socket but no name yet, or another name: a fresh backend-initiated socket
+ * would be closed there and the sentinel dialled. So a fresh socket gets the
+ * same name here, and a kept TLS link whose name differs from this request's
+ * is closed here (as mod_proxy would) so that a fresh link takes its place. */
+static const char *prx_tls_name(request_rec *r, proxy_worker *worker, proxy_conn_rec *c)
+{
+    proxy_dir_conf *dconf = ap_get_module_config(r->per_dir_config, &proxy_module);
+    if (dconf && dconf->preserve_host) {
+        return r->hostname;
+    }
+    return c->hostname ? c->hostname : worker->s->hostname_ex;
+}
+
+static void prx_tls_drop_other_name(request_rec *r, proxy_worker *worker, proxy_conn_rec *c)
+{
+    const char *want;
+    if (!c->sock || !c->ssl_hostname) {
+        return;
+    }
+    want = prx_tls_name(r, worker, c);
+    if (!want || strcasecmp(want, c->ssl_hostname) != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                      "PRX1031: closing a reversed TLS link of worker %s made for the name %s: "
+                      "this request needs %s", prx_worker_name(worker), c->ssl_hostname,
+                      want ? want : "no name");
+        prx_conn_drop_socket(c);
+    }
+}
+
+static void prx_tls_name_fresh(request_rec *r, proxy_worker *worker, proxy_conn_rec *c)
+{
+    const char *want;
+    if (!c->sock || c->connection) {
+        return; /* TLS runs already on this link */
+    }
+    want = prx_tls_name(r, worker, c);
+    c->ssl_hostname = want ? apr_pstrdup(c->scpool, want) : NULL;
+}
+
+/* After a failed attempt on an https:// worker: mod_proxy answered 500
+ * "Error during SSL Handshake with remote server" (mod_ssl's reason is in
+ * its AH02003/AH02004/AH02411 lines at LogLevel info). Say which reversed
+ * worker it was, and that the link is gone. */
+static void prx_tls_log_failure(request_rec *r, proxy_worker *worker, int status)
+{
+    const char *notes;
+    if (status != HTTP_INTERNAL_SERVER_ERROR) {
+        return;
+    }
+    notes = apr_table_get(r->notes, "error-notes");
+    if (notes && strstr(notes, "SSL Handshake")) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
+                      "PRX1032: TLS handshake with the backend over a reversed connection of worker %s "
+                      "failed (certificate not trusted, expired or for another name, or the backend "
+                      "refused httpd's certificate; mod_ssl's reason: LogLevel ssl:info); "
+                      "nothing was sent, the connection is closed", prx_worker_name(worker));
+    }
+}
+
 /* One attempt: gives conn a usable socket and runs the unmodified scheme
  * handlers on a per-request copy of the worker whose pool holds exactly this
  * connection. Returns the handler's status; *conn is NULL if the inner
@@ -598,8 +676,12 @@ static int prx_attempt(request_rec *r, proxy_worker *worker, proxy_server_conf *
     proxy_conn_pool shadow_cp;
     proxy_conn_rec *c = *conn;
     int status;
+    int tls = prx_tls_worker(worker);
 
     *no_socket = 0;
+    if (tls) {
+        prx_tls_drop_other_name(r, worker, c);
+    }
     /* A pooled connection that still has its live socket is reused if its
      * last response ended within the node's reuse= time (such a link cannot
      * be pinged: it belongs to the request protocol); an older one is
@@ -616,6 +698,9 @@ static int prx_attempt(request_rec *r, proxy_worker *worker, proxy_server_conf *
             *no_socket = 1;
             return HTTP_SERVICE_UNAVAILABLE;
         }
+    }
+    if (tls) {
+        prx_tls_name_fresh(r, worker, c);
     }
 
     shadow = *worker;
@@ -636,6 +721,9 @@ static int prx_attempt(request_rec *r, proxy_worker *worker, proxy_server_conf *
             /* mod_proxy keeps it for the next request (AJP reuse, HTTP keep-alive). */
             prx_link_released(prx_conn_fd(c));
         }
+    }
+    if (tls && status != OK) {
+        prx_tls_log_failure(r, worker, status);
     }
     return status;
 }

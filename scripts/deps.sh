@@ -7,6 +7,8 @@ need=""
 command -v apxs >/dev/null 2>&1 || need="$need apache2-dev"
 command -v apache2 >/dev/null 2>&1 || need="$need apache2"
 command -v curl >/dev/null 2>&1 || need="$need curl"
+# The demo's HTTPS node makes its certificates with openssl.
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v cc >/dev/null 2>&1 || need="$need build-essential"
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1 || need="$need libclang-dev"
 # `make` also builds the in-Tomcat connector's jar: javac and Tomcat's jars.

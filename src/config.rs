@@ -257,7 +257,7 @@ fn worker_key(url: &str) -> String {
 }
 
 const NODE_KEYS: &str =
-    "secret, auth, allow, wait, maxidle, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1";
+    "secret, auth, allow, wait, maxidle, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1, tls";
 const MCMP_KEYS: &str = "ports, balancer, secret, allow, wait, maxidle, nodes, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1";
 
 pub const DEFAULT_MCMP_PORTS: u16 = 10;
@@ -335,6 +335,30 @@ impl NodeOptions {
             _ => return self.live.take(k, v).map_err(ConfigError::Msg),
         }
         Ok(true)
+    }
+}
+
+/// `tls=required|off` of `ProxyReversed`: `required` asserts that the node's
+/// links carry TLS end to end, which only an `https://` worker does
+/// (mod_proxy_http over mod_ssl's client filters). `off` asserts nothing.
+fn check_tls(name: &str, worker_url: &str, v: &str) -> Result<(), ConfigError> {
+    let scheme = worker_url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+    match v.to_ascii_lowercase().as_str() {
+        "off" => Ok(()),
+        "required" => match scheme.as_str() {
+            "https" => Ok(()),
+            "ajp" => err(format!(
+                "node '{name}': tls=required cannot hold for the AJP worker {worker_url}: mod_proxy_ajp writes AJP \
+                 straight to the socket and never builds the backend connection on which mod_ssl's TLS filters \
+                 run, so AJP over a reversed link is always in clear. Use an https:// worker (mod_proxy_http with \
+                 SSLProxyEngine on) and the backend's HTTPS connector instead"
+            )),
+            _ => err(format!(
+                "node '{name}': tls=required needs an https:// worker, not {worker_url} (mod_proxy_http runs TLS \
+                 over the reversed link only for https://; add SSLProxyEngine on)"
+            )),
+        },
+        _ => err(format!("tls={v}: use tls=required (the worker must be https://) or tls=off")),
     }
 }
 
@@ -468,6 +492,10 @@ impl Builder {
         let mut o = NodeOptions::default();
         for kv in &args[3..] {
             let (k, v) = split_kv(kv, NODE_KEYS)?;
+            if k == "tls" {
+                check_tls(name, worker_url, v)?;
+                continue;
+            }
             if !o.take(&k, v)? {
                 return err(format!("unknown parameter '{k}' (keys: {NODE_KEYS})"));
             }
@@ -792,6 +820,17 @@ mod tests {
             .unwrap_err()
             .contains("already carried"));
         assert!(add(&mut b, "bad/name ajp://x:1/ 127.0.0.1:9400 auth=none").unwrap_err().contains("invalid"));
+        // tls=required: only an https:// worker carries TLS; AJP never can.
+        let e = add(&mut b, &format!("app5 ajp://127.0.0.5:1/ 127.0.0.1:9500 secret={} tls=required", s.path()))
+            .unwrap_err();
+        assert!(e.contains("mod_proxy_ajp") && e.contains("https://"), "{e}");
+        let e = add(&mut b, &format!("app5 http://127.0.0.5:1/ 127.0.0.1:9500 secret={} tls=required", s.path()))
+            .unwrap_err();
+        assert!(e.contains("needs an https:// worker"), "{e}");
+        assert!(add(&mut b, &format!("app5 https://localhost:5/ 127.0.0.1:9500 secret={} tls=maybe", s.path()))
+            .unwrap_err()
+            .contains("tls=maybe"));
+        add(&mut b, &format!("app5 https://localhost:5/ 127.0.0.1:9500 secret={} tls=required", s.path())).unwrap();
         assert!(format!("{:?}", b.cfg.nodes[0]).contains("<hidden>"));
         assert!(!format!("{:?}", b.cfg.nodes[0]).contains("0123456789abcdef"));
     }

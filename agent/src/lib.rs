@@ -14,3 +14,4 @@ pub mod metrics;
 pub mod pool;
 pub mod responder;
 pub mod splice;
+pub mod tls;

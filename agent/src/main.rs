@@ -130,6 +130,17 @@ options! {
         /// Responder echoes the request body instead of the fixed body.
         #[arg(long)]
         echo: bool,
+        /// Responder serves TLS with this PEM certificate chain (with --tls-key):
+        /// for https:// workers, where httpd's mod_ssl is the TLS client. Needs --respond.
+        #[arg(long, value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<PathBuf>,
+        /// Responder requires a client certificate issued by a CA of this PEM
+        /// file (mutual TLS: httpd's SSLProxyMachineCertificateFile). Needs --tls-cert.
+        #[arg(long, value_name = "FILE")]
+        tls_client_ca: Option<PathBuf>,
         /// Longest backoff between dials to a failing port, in ms [default: 5000].
         #[arg(long, value_name = "MS")]
         max_backoff_ms: Option<u64>,
@@ -147,8 +158,8 @@ options! {
         /// MCMP: balancer to join [default: httpd's, not sent].
         #[arg(long, value_name = "NAME")]
         balancer: Option<String>,
-        /// MCMP: the protocol httpd speaks over the connections, ajp or http [default: ajp].
-        #[arg(long = "type", value_name = "ajp|http")]
+        /// MCMP: the protocol httpd speaks over the connections, ajp, http or https [default: ajp].
+        #[arg(long = "type", value_name = "ajp|http|https")]
         #[serde(rename = "type")]
         kind: Option<String>,
         /// MCMP: virtual host aliases, comma-separated (with --context).
@@ -256,8 +267,8 @@ fn mcmp_settings(
     let receivers = urls.iter().map(|u| mcmp::Receiver::parse(u)).collect::<Result<Vec<_>, _>>()?;
     let fe = frontends.first().ok_or("--mcmp registers the node with the first --frontend: give one")?;
     let kind = kind.unwrap_or_else(|| "ajp".into()).to_ascii_lowercase();
-    if kind != "ajp" && kind != "http" {
-        return Err(format!("invalid --type {kind:?}: ajp or http"));
+    if kind != "ajp" && kind != "http" && kind != "https" {
+        return Err(format!("invalid --type {kind:?}: ajp, http or https"));
     }
     let aliases = alias.as_deref().map(split_list).unwrap_or_default();
     let contexts = context.as_deref().map(split_list).unwrap_or_default();
@@ -284,7 +295,7 @@ fn mcmp_settings(
 #[derive(Debug, PartialEq)]
 enum ModeSetting {
     Splice(String),
-    Respond { body_size: usize, echo: bool },
+    Respond { body_size: usize, echo: bool, tls: Option<reversed_agent::tls::TlsFiles> },
 }
 
 /// Reads `--config` (if given) and puts the command line over it.
@@ -329,11 +340,28 @@ fn settings(cli: Options) -> Result<Settings, String> {
     }
     let echo = o.echo;
     let body_size = o.body_size;
+    let tls = match (o.tls_cert, o.tls_key, o.tls_client_ca) {
+        (None, None, None) => None,
+        (Some(cert), Some(key), client_ca) => {
+            let f = reversed_agent::tls::TlsFiles { cert, key, client_ca };
+            reversed_agent::tls::load(&f)?;
+            Some(f)
+        }
+        (None, _, Some(_)) => return Err("--tls-client-ca needs --tls-cert and --tls-key".into()),
+        (Some(_), None, _) => return Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_), _) => return Err("--tls-key needs --tls-cert".into()),
+    };
     let mode = if respond {
-        ModeSetting::Respond { body_size: body_size.unwrap_or(DEFAULT_BODY_SIZE), echo }
+        ModeSetting::Respond { body_size: body_size.unwrap_or(DEFAULT_BODY_SIZE), echo, tls }
     } else {
         if echo || body_size.is_some() {
             return Err("--echo and --body-size need --respond".into());
+        }
+        if tls.is_some() {
+            return Err(
+                "--tls-cert/--tls-key serve TLS from the built-in responder: they need --respond (spliced links carry the backend's own TLS unchanged)"
+                    .into(),
+            );
         }
         let b = o.backend.ok_or("--backend HOST:PORT is required (or --respond)")?;
         match b.rsplit_once(':') {
@@ -584,10 +612,24 @@ async fn run(cli: Options, mut s: Settings, secret: Option<Vec<u8>>) -> ExitCode
     use tokio::signal::unix::{signal, SignalKind};
     let (mode, mode_desc) = match &s.mode {
         ModeSetting::Splice(b) => (Mode::Splice { backend: b.clone() }, format!("splice to {b}")),
-        ModeSetting::Respond { body_size, echo } => (
-            Mode::Respond(responder::Config::new(*body_size, *echo)),
-            if *echo { "respond (echo)".to_string() } else { format!("respond ({body_size}-byte body)") },
-        ),
+        ModeSetting::Respond { body_size, echo, tls } => {
+            let t = match tls.as_ref().map(reversed_agent::tls::load).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    error!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let desc = match &t {
+                Some(t) if t.mutual => " over TLS (client certificates required)",
+                Some(_) => " over TLS",
+                None => "",
+            };
+            (
+                Mode::Respond(responder::Config::new(*body_size, *echo).with_tls(t)),
+                if *echo { format!("respond (echo){desc}") } else { format!("respond ({body_size}-byte body){desc}") },
+            )
+        }
     };
     let fe_list = s.frontends.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", ");
     info!(
@@ -756,7 +798,7 @@ mod tests {
         let s = parse(&["--frontend", "127.0.0.1:9000-9003", "--node", "app1", "--no-auth", "--respond"]).unwrap();
         assert_eq!(s.idle, 8);
         assert_eq!(s.max_backoff, Duration::from_millis(5000));
-        assert_eq!(s.mode, ModeSetting::Respond { body_size: 1024, echo: false });
+        assert_eq!(s.mode, ModeSetting::Respond { body_size: 1024, echo: false, tls: None });
         assert!(s.secret_file.is_none());
         assert_eq!(s.log_level, Level::Info);
         assert!(parse(&["--node", "app1", "--no-auth", "--respond"]).unwrap_err().contains("--frontend"));
@@ -810,7 +852,7 @@ log_level = "debug"
         let s = parse(&["--config", ps, "--idle", "3", "--frontend", "h:1", "--respond", "--echo"]).unwrap();
         assert_eq!(s.idle, 3);
         assert_eq!(s.frontends, vec![FrontEnd::parse("h:1").unwrap()]);
-        assert_eq!(s.mode, ModeSetting::Respond { body_size: 1024, echo: true });
+        assert_eq!(s.mode, ModeSetting::Respond { body_size: 1024, echo: true, tls: None });
         std::fs::write(&p, "nodee = \"x\"\n").unwrap();
         assert!(parse(&["--config", ps]).unwrap_err().contains("nodee"));
         std::fs::remove_dir_all(&dir).unwrap();

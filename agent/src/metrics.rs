@@ -448,6 +448,31 @@ impl Collector for Snapshot {
                     .encode_counter::<NoLabelSet, _, u64>(&r.register_failures, None)?;
             }
         }
+        self.encode_tls(&mut enc)
+    }
+}
+
+impl Snapshot {
+    /// The responder's TLS (`--tls-cert`): handshakes by result, requests answered inside TLS.
+    fn encode_tls(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use crate::tls::{HANDSHAKES_FAILED, HANDSHAKES_OK, REQUESTS};
+        let (ok, failed, requests) =
+            (HANDSHAKES_OK.load(Relaxed), HANDSHAKES_FAILED.load(Relaxed), REQUESTS.load(Relaxed));
+        let mut m = enc.encode_descriptor(
+            "responder_tls_handshakes",
+            "TLS handshakes of the built-in responder, by result",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_family(&[("result", "ok")])?.encode_counter::<NoLabelSet, _, u64>(&ok, None)?;
+        m.encode_family(&[("result", "failed")])?.encode_counter::<NoLabelSet, _, u64>(&failed, None)?;
+        let mut m = enc.encode_descriptor(
+            "responder_tls_requests",
+            "Requests the built-in responder answered over TLS",
+            None,
+            MetricType::Counter,
+        )?;
+        m.encode_counter::<NoLabelSet, _, u64>(&requests, None)?;
         Ok(())
     }
 }

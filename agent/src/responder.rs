@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::ajp::{self, AjpError};
 use crate::http1::{self, BodyKind, ChunkedDecoder, HttpError};
+use crate::tls::{self, Prefixed, Tls};
 
 /// Largest request body kept for `--echo`.
 const MAX_ECHO: u64 = 64 << 20;
@@ -26,13 +27,31 @@ const WRITE_CHUNK: usize = 64 * 1024;
 pub struct Config {
     pub body: Arc<[u8]>,
     pub echo: bool,
+    /// Serve TLS (`--tls-cert`/`--tls-key`): every connection starts with a
+    /// TLS handshake, requests follow inside it.
+    pub tls: Option<Tls>,
 }
 
 impl Config {
     pub fn new(body_size: usize, echo: bool) -> Config {
         let body: Vec<u8> = (0..body_size).map(|i| b'a' + (i % 26) as u8).collect();
-        Config { body: body.into(), echo }
+        Config { body: body.into(), echo, tls: None }
     }
+    pub fn with_tls(mut self, tls: Option<Tls>) -> Config {
+        self.tls = tls;
+        self
+    }
+}
+
+/// Longest a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TLS connection a request came on: its number and how many requests
+/// it carried so far (the `X-TLS` response header: `conn=N req=M handshakes=H`).
+#[derive(Debug, Clone, Copy)]
+struct TlsConn {
+    conn: u64,
+    requests: u64,
 }
 
 #[derive(Debug)]
@@ -76,6 +95,7 @@ struct Conn<S> {
     s: S,
     buf: Vec<u8>,
     shutdown: watch::Receiver<bool>,
+    tls: Option<TlsConn>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -126,7 +146,33 @@ pub async fn serve<S>(s: S, initial: Vec<u8>, cfg: &Config, shutdown: watch::Rec
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut c = Conn { s, buf: initial, shutdown };
+    let Some(t) = &cfg.tls else {
+        return serve_on(s, initial, cfg, shutdown, None).await;
+    };
+    // The bytes already read (the ClientHello's first) go to rustls first.
+    let accept = t.acceptor.accept(Prefixed::new(initial, s));
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(ts)) => {
+            let conn = tls::handshake_done();
+            debug!("responder: TLS connection {conn} established");
+            serve_on(ts, Vec::new(), cfg, shutdown, Some(TlsConn { conn, requests: 0 })).await
+        }
+        Ok(Err(e)) => {
+            tls::HANDSHAKES_FAILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            info!("responder: TLS handshake failed: {e}");
+        }
+        Err(_) => {
+            tls::HANDSHAKES_FAILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            info!("responder: TLS handshake did not complete within {} s", TLS_HANDSHAKE_TIMEOUT.as_secs());
+        }
+    }
+}
+
+async fn serve_on<S>(s: S, initial: Vec<u8>, cfg: &Config, shutdown: watch::Receiver<bool>, tls: Option<TlsConn>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut c = Conn { s, buf: initial, shutdown, tls };
     while c.buf.len() < 2 {
         match c.read_more().await {
             Ok(true) => {}
@@ -314,6 +360,17 @@ async fn serve_http<S: AsyncRead + AsyncWrite + Unpin>(c: &mut Conn<S>, cfg: &Co
         let send_body = req.method != "HEAD" && !http1::bodiless_status(status);
         let mut out = Vec::with_capacity(256);
         http1::response_head(status, data.len() as u64, close, &mut out);
+        if let Some(t) = c.tls.as_mut() {
+            use std::sync::atomic::Ordering::Relaxed;
+            t.requests += 1;
+            tls::REQUESTS.fetch_add(1, Relaxed);
+            // Before the blank line that ends the head.
+            out.truncate(out.len() - 2);
+            let h = tls::HANDSHAKES_OK.load(Relaxed);
+            out.extend_from_slice(
+                format!("X-TLS: conn={} req={} handshakes={h}\r\n\r\n", t.conn, t.requests).as_bytes(),
+            );
+        }
         if send_body && data.len() <= WRITE_CHUNK {
             out.extend_from_slice(data);
             c.s.write_all(&out).await?;

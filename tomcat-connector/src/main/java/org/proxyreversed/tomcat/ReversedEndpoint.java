@@ -241,12 +241,21 @@ public class ReversedEndpoint extends NioEndpoint {
     /** Opens nothing; validates the attributes and loads the secret (never logged). */
     @Override
     protected void initServerSocket() throws Exception {
-        if (isSSLEnabled()) {
-            // Tomcat would run its TLS server handshake on a link whose first
-            // byte the idle watcher has already read.
+        if (isSSLEnabled() && getName() != null && getName().startsWith("ajp")) {
+            // mod_proxy_ajp never runs TLS (it builds no backend connection for mod_ssl).
             throw new IllegalArgumentException("mod_proxy_reversed connector: attribute \"SSLEnabled\"=\"true\" is not "
-                    + "supported on a reversed connector (links carry AJP/HTTP in clear, as forward ones do; use a VPN "
-                    + "or an encrypted tunnel across untrusted networks)");
+                    + "supported on a reversed AJP connector (httpd's mod_proxy_ajp cannot speak TLS); use "
+                    + "ReversedHttp11Protocol with SSLEnabled=\"true\" and an https:// worker in httpd");
+        }
+        if (isSSLEnabled()) {
+            // TLS channels come from Tomcat's channel cache (see setSocketOptions).
+            if (socketProperties.getBufferPool() == 0) {
+                throw new IllegalArgumentException("mod_proxy_reversed connector: SSLEnabled=\"true\" needs Tomcat's "
+                        + "channel cache: attribute \"socket.bufferPool\" must not be 0");
+            }
+            if (socketProperties.getBufferPool() < 0) {
+                socketProperties.setBufferPool(500);
+            }
         }
         cfg.validate(reversedHost, getPort());
         try {
@@ -386,6 +395,26 @@ public class ReversedEndpoint extends NioEndpoint {
 
     @Override
     protected boolean setSocketOptions(SocketChannel socket) {
+        if (isSSLEnabled()) {
+            // NioEndpoint takes its channel from this cache first: so every TLS
+            // channel of this endpoint is one that gives the link's first byte
+            // back to the TLS handshake (recycled ones are of the same class).
+            org.apache.tomcat.util.collections.SynchronizedStack<NioChannel> cache = getNioChannels();
+            if (cache == null) {
+                rep.error("SSLEnabled=\"true\" needs Tomcat's channel cache: socket.bufferPool must not be 0; "
+                        + "closing the link");
+                pendingPrefix.remove(socket);
+                return false;
+            }
+            // A recycled channel (always one of ours) is reused; a new one only when none is cached.
+            NioChannel ch = cache.pop();
+            if (ch == null) {
+                ch = new PrefixSecureNioChannel(new org.apache.tomcat.util.net.SocketBufferHandler(
+                        socketProperties.getAppReadBufSize(), socketProperties.getAppWriteBufSize(),
+                        socketProperties.getDirectBuffer()), this, pendingPrefix);
+            }
+            cache.push(ch);
+        }
         boolean ok = super.setSocketOptions(socket);
         if (!ok) {
             pendingPrefix.remove(socket);

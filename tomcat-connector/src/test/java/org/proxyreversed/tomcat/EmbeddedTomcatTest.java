@@ -379,18 +379,19 @@ public class EmbeddedTomcatTest {
     }
 
     @Test
-    public void tlsOnTheLinkIsRefusedAtStart() throws Exception {
-        Connector c = connector("org.proxyreversed.tomcat.ReversedHttp11Protocol", 9, 1, "SSLEnabled", "true");
+    public void tlsOnAnAjpLinkIsRefusedAtStart() throws Exception {
+        // mod_proxy_ajp cannot speak TLS; the HTTP protocol serves TLS (tests/tls.rs).
+        Connector c = connector("org.proxyreversed.tomcat.ReversedAjpProtocol", 9, 1, "SSLEnabled", "true");
         c.setThrowOnFailure(true);
         try {
             start(c);
-            fail("started with SSLEnabled=true");
+            fail("an AJP connector started with SSLEnabled=true");
         } catch (Exception e) {
             StringBuilder chain = new StringBuilder();
             for (Throwable t = e; t != null; t = t.getCause()) {
                 chain.append(t.getMessage()).append(" / ");
             }
-            assertTrue(chain.toString(), chain.toString().contains("\"SSLEnabled\"=\"true\" is not supported"));
+            assertTrue(chain.toString(), chain.toString().contains("\"SSLEnabled\"=\"true\" is not supported on a reversed AJP connector"));
         }
     }
 }
