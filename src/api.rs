@@ -324,6 +324,8 @@ pub fn restore_begin(text: Option<&str>) -> usize {
                         || e.port as u32 + m.ports as u32 - 1 > w.last as u32
                     {
                         Some(format!("its ports {range} are outside ProxyReversedMCMP {w}"))
+                    } else if m.tls_required && e.kind != crate::registry::Kind::Https {
+                        Some(format!("it is Type={} and ProxyReversedMCMP has tls=required", e.kind.as_str()))
                     } else if cfg.secret_for_route(&e.route).is_none() {
                         Some("no secret is configured for it any more".to_string())
                     } else if let Some(n) = cfg.nodes.iter().find(|n| n.range.overlaps(&range)) {

@@ -258,7 +258,8 @@ fn worker_key(url: &str) -> String {
 
 const NODE_KEYS: &str =
     "secret, auth, allow, wait, maxidle, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1, tls";
-const MCMP_KEYS: &str = "ports, balancer, secret, allow, wait, maxidle, nodes, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1";
+const MCMP_KEYS: &str =
+    "ports, balancer, secret, allow, wait, maxidle, nodes, ping, pingtimeout, verify, reuse, keepalive, usertimeout, v1, tls";
 
 pub const DEFAULT_MCMP_PORTS: u16 = 10;
 pub const DEFAULT_MCMP_BALANCER: &str = "mycluster";
@@ -377,6 +378,8 @@ pub struct McmpCfg {
     pub max_idle: usize,
     /// How many registered nodes can exist at once.
     pub nodes: usize,
+    /// `tls=required`: only `Type=https` nodes may register.
+    pub tls_required: bool,
     pub live_opts: LiveOpts,
     pub live: Liveness,
 }
@@ -389,6 +392,7 @@ impl std::fmt::Debug for McmpCfg {
             .field("balancer", &self.balancer)
             .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
             .field("nodes", &self.nodes)
+            .field("tls_required", &self.tls_required)
             .finish()
     }
 }
@@ -548,6 +552,7 @@ impl Builder {
         let mut o = NodeOptions::default();
         let (mut ports, mut balancer, mut nodes) =
             (DEFAULT_MCMP_PORTS, DEFAULT_MCMP_BALANCER.to_string(), DEFAULT_MCMP_NODES);
+        let mut tls_required = false;
         for kv in &args[1..] {
             let (k, v) = split_kv(kv, MCMP_KEYS)?;
             match k.as_str() {
@@ -579,6 +584,17 @@ impl Builder {
                         _ => return err(format!("nodes={v}: expected a number from 1 to {MAX_MCMP_NODES}")),
                     }
                 }
+                "tls" => {
+                    tls_required = match v.to_ascii_lowercase().as_str() {
+                        "required" => true,
+                        "off" => false,
+                        _ => {
+                            return err(format!(
+                                "tls={v}: use tls=required (only Type=https nodes register) or tls=off"
+                            ))
+                        }
+                    }
+                }
                 "auth" => return err("registered nodes always authenticate: auth= is not accepted here"),
                 _ => {
                     if !o.take(&k, v)? {
@@ -598,6 +614,7 @@ impl Builder {
             wait: o.wait,
             max_idle: o.max_idle,
             nodes,
+            tls_required,
             live_opts: o.live,
             live,
         });

@@ -178,6 +178,12 @@ impl Receiver<'_> {
         let Some(kind) = Kind::parse(&kind_s) else {
             return Err(general(format!("Type \"{kind_s}\" is not supported for reversed nodes (ajp, http or https)")));
         };
+        if self.cfg.tls_required && kind != Kind::Https {
+            return Err(general(format!(
+                "node \"{route}\" has Type \"{kind_s}\": ProxyReversedMCMP tls=required admits only Type=https \
+                 (TLS from httpd to the backend over the reversed link; AJP cannot carry it)"
+            )));
+        }
         let balancer = m.balancer.clone().map(|b| b.to_ascii_lowercase()).unwrap_or_else(|| self.cfg.balancer.clone());
         let mut apps = Apps::default();
         // Contexts announced by CONFIG wait for ENABLE-APP, as in mod_manager.

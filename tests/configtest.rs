@@ -285,7 +285,7 @@ fn worker_url_without_worker() {
 #[test]
 fn mcmp_directives() {
     must_pass(
-        "ProxyReversedMCMP 127.0.0.1:19100-19199 ports=4 balancer=web-cluster secret={S} allow=10.0.0.0/8 wait=1s maxidle=8 nodes=8\n\
+        "ProxyReversedMCMP 127.0.0.1:19100-19199 ports=4 balancer=web-cluster secret={S} allow=10.0.0.0/8 wait=1s maxidle=8 nodes=8 tls=required\n\
          ProxyReversedNodeSecret node1 {S}\n",
     );
     must_pass("ProxyReversedMCMP 0.0.0.0:19100-19109\nProxyReversedNodeSecret app.1 {S}\n");
@@ -297,6 +297,7 @@ fn mcmp_directives() {
         ("ProxyReversedMCMP 127.0.0.1:19100-19199 nodes=0\n", &["nodes=0"]),
         ("ProxyReversedMCMP 127.0.0.1:19100-19199 auth=none\n", &["always authenticate"]),
         ("ProxyReversedMCMP 127.0.0.1:19100-19199 color=red\n", &["unknown parameter"]),
+        ("ProxyReversedMCMP 127.0.0.1:19100-19199 tls=maybe\n", &["tls=maybe", "Type=https"]),
         ("ProxyReversedMCMP 127.0.0.1:19100-19199 balancer=Bad/Name\n", &["balancer=Bad/Name"]),
         ("ProxyReversedMCMP 127.0.0.1:19100-19199 secret=/nonexistent/file\n", &["cannot read secret file"]),
         ("ProxyReversedMCMP 127.0.0.1:19100-19199\nProxyReversedNodeSecret node1\n", &["expects <JVMRoute>"]),

@@ -353,3 +353,26 @@ fn java_side_config_bytes_register_a_reversed_node() {
     let info = mcmp(h, "DUMP", "/mcmp", "");
     assert!(info.body.contains("java1"), "{info:?}");
 }
+
+#[test]
+fn tls_required_admits_only_https_nodes() {
+    let f = front("tls=required", None);
+    let h = &f.h;
+    let p = f.first;
+    for ty in ["ajp", "http"] {
+        let r = mcmp(h, "CONFIG", "/mcmp", &format!("JVMRoute=node1&Host=127.0.0.1&Port={p}&Type={ty}&Reversed=true"));
+        assert_eq!(r.status, 500, "Type={ty} under tls=required: {r:?}");
+        assert_eq!(r.header("Type"), Some("GENERAL"), "{r:?}");
+        let m = r.header("Mess").unwrap_or_default();
+        assert!(m.contains("tls=required") && m.contains(&format!("\"{ty}\"")), "Type={ty}: Mess {m:?}");
+        let info = mcmp(h, "INFO", "/mcmp", "");
+        assert!(!info.body.contains("Node: ["), "Type={ty} registered something: {}", info.body);
+    }
+    // A CONFIG without Type means ajp (as in mod_manager): refused as well.
+    let r = mcmp(h, "CONFIG", "/mcmp", &format!("JVMRoute=node1&Host=127.0.0.1&Port={p}&Reversed=true"));
+    assert_eq!(r.header("Type"), Some("GENERAL"), "no Type under tls=required: {r:?}");
+    let ok = mcmp(h, "CONFIG", "/mcmp", &format!("JVMRoute=node1&Host=127.0.0.1&Port={p}&Type=https&Reversed=true"));
+    assert_eq!(ok.status, 200, "Type=https under tls=required: {ok:?}");
+    let info = mcmp(h, "INFO", "/mcmp", "");
+    assert!(info.body.contains("Node: [") && info.body.contains("node1"), "{}", info.body);
+}
