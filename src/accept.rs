@@ -944,7 +944,7 @@ mod tests {
         let port = child.desc(0).unwrap().node.range.first;
         let pooled = |n: i64| {
             let t = Instant::now();
-            while t.elapsed() < Duration::from_secs(3) {
+            while t.elapsed() < Duration::from_secs(10) {
                 if child.stats(0).idle.load(Relaxed) >= n {
                     return true;
                 }
@@ -957,7 +957,7 @@ mod tests {
         child.wake.signal();
         let t = Instant::now();
         while (child.test_panics.load(SeqCst) > 0 || child.stats(0).bound.load(Relaxed) == 0)
-            && t.elapsed() < Duration::from_secs(3)
+            && t.elapsed() < Duration::from_secs(10)
         {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -969,13 +969,18 @@ mod tests {
         child.test_panics.store(1000, SeqCst);
         child.wake.signal();
         let t = Instant::now();
-        while !child.down.load(SeqCst) && t.elapsed() < Duration::from_secs(5) {
+        while !child.down.load(SeqCst) && t.elapsed() < Duration::from_secs(15) {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert!(child.down.load(SeqCst), "the child did not give up");
         assert_eq!(child.stats(0).bound.load(Relaxed), 0, "the status page would still say bound");
         let t = Instant::now();
         assert!(child.take(0, Duration::from_secs(2)).is_none());
-        assert!(t.elapsed() < Duration::from_millis(100), "a request waited {:?} on a child that gave up", t.elapsed());
+        // Well under the 2 s it would wait for a link (the margin is for a loaded machine).
+        assert!(
+            t.elapsed() < Duration::from_millis(1000),
+            "a request waited {:?} on a child that gave up",
+            t.elapsed()
+        );
     }
 }
