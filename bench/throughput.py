@@ -202,7 +202,7 @@ def rathole_binary():
         try:
             r = subprocess.run([cargo, "install", "rathole", "--root", RATHOLE_ROOT,
                                 "--target-dir", os.path.join(RATHOLE_ROOT, "target")],
-                               stdout=out, stderr=subprocess.STDOUT, timeout=3600)
+                               stdout=out, stderr=subprocess.STDOUT, timeout=3600, cwd=RATHOLE_ROOT)
         except (OSError, subprocess.TimeoutExpired) as e:
             return None, f"cargo install rathole failed: {e} (see {logf})"
     b = os.path.join(RATHOLE_ROOT, "bin/rathole")
