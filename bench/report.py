@@ -203,6 +203,22 @@ def md_in_tomcat(tp):
          "shipped: its visitor and local sockets have no TCP_NODELAY, rathole-org/rathole#171). "
          "CPU per request from /proc (utime+stime over the run / requests); *path CPU* adds every process on the "
          "path (httpd, Tomcat, both tunnel ends; not wrk): on a shared machine it is steadier than req/s.", ""]
+    ss = tp.get("in_tomcat_sessions")
+    if ss:
+        L.append(f"These rows pool {sum(x['pairs'] for x in ss)} rounds of {len(ss)} separate sessions (`bench/tomcat_merge.py`): "
+                 + "; ".join(f"{x['when']}, load average {(x.get('loadavg_at_start') or ['?'])[0]} at the start, "
+                             f"{(x.get('loadavg_at_end') or ['?'])[0]} at the end" for x in ss) + ".")
+        try:
+            busy = max(float((x.get("loadavg_at_start") or ["0"])[0]) for x in ss)
+        except ValueError:
+            busy = 0
+        cpus = (tp.get("machine") or {}).get("cpus") or 1
+        if busy > 1.5 * cpus:
+            L.append("")
+            L.append(f"**The machine was busy during these sessions (load average up to {busy:g} at a start, on "
+                     f"{cpus} CPUs): req/s and p99 ratios are within the noise; CPU per request here and "
+                     "`bench/tomcat_profile.py` / `bench/tomcat_callgrind.py` are the steadier measures.**")
+        L.append("")
     L.append("| path | body | conns | req/s fwd / rev / reuse=60s / tunnel | **rev/fwd** | reuse=60s/fwd | **rev/tunnel** "
              "| p99 ms fwd / rev / reuse=60s / tunnel | **p99 rev/fwd** | p99 reuse=60s/fwd | p99 rev/tunnel "
              "| Tomcat µs/req fwd / rev / reuse=60s / tunnel | httpd µs/req fwd / rev / reuse=60s / tunnel | tunnel µs/req "

@@ -53,6 +53,9 @@ def main(paths):
     base["notes"] = [n for n in base.get("notes", []) if not n.startswith("In-Tomcat rows (tcajp, tchttp)")]
     base["notes"].append(f"In-Tomcat rows (tcajp, tchttp) from separate sessions, rounds pooled: {desc}. "
                          "The other rows are from the run named at the top.")
+    base["in_tomcat_sessions"] = [{"when": s["when"], "loadavg_at_start": s["machine"].get("loadavg_at_start"),
+                                   "loadavg_at_end": s["machine"].get("loadavg_at_end"),
+                                   "pairs": s["settings"]["pairs"]} for s in sessions]
     for k in ("tunnel", "node_opts", "tomcat_idle"):
         v = sessions[-1]["settings"].get(k)
         if v is not None:
