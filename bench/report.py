@@ -78,6 +78,23 @@ def targets(tp, sc):
         out.append((f"Tomcat {label}: in-Tomcat reversed connector / forward p99 latency ≤ 1.00",
                     ", ".join(f"{r['size']}/c{r['conns']}: {f(r['ratios']['p99_rev_fwd'], 3)}" for r in rs),
                     bool(v) and max(v) <= 1.0))
+        for key, what, lim, ge in [("rps_keep_fwd", "req/s ≥ 1.00", 1.0, True),
+                                   ("p99_keep_fwd", "p99 latency ≤ 1.00", 1.0, False)]:
+            ks = [r for r in rs if r["ratios"].get(key) is not None]
+            if ks:
+                v = [r["ratios"][key] for r in ks]
+                out.append((f"Tomcat {label} (information): in-Tomcat connector with `reuse=60s` / forward {what}",
+                            ", ".join(f"{r['size']}/c{r['conns']}: {r['ratios'][key]:.3f}" for r in ks),
+                            (min(v) >= lim) if ge else (max(v) <= lim)))
+        ts = [r for r in rs if r["ratios"].get("rps_rev_tunnel") is not None]
+        if ts:
+            v = [r["ratios"]["rps_rev_tunnel"] for r in ts]
+            out.append((f"Tomcat {label}: in-Tomcat reversed connector / forward over a rathole tunnel (peer) req/s ≥ 1.5",
+                        ", ".join(f"{r['size']}/c{r['conns']}: {r['ratios']['rps_rev_tunnel']:.3f}" for r in ts),
+                        min(v) >= 1.5))
+        elif rs:
+            out.append((f"Tomcat {label}: in-Tomcat reversed connector / rathole tunnel (peer) req/s ≥ 1.5",
+                        "not measured (see notes)", None))
     for group, label in [("ajp", "AJP"), ("http", "HTTP")]:
         parts, vals = [], []
         for r in combos(group):
@@ -156,6 +173,82 @@ def md_throughput(tp):
         if any(x is not None for x in pr):
             L.append(f"| {names.get(r['group'], r['group'])} | {r['size']} | {r['conns']} | "
                      + " ".join(f(x, 3) for x in pr) + " | " + " ".join(f(x, 3) for x in pl) + " |")
+    return L
+
+
+def path_cpu(med):
+    """CPU per request of every process on the path: httpd + Tomcat (+ the tunnel's two ends)."""
+    h, b = med.get("cpu_httpd_us_per_req"), med.get("cpu_backend_us_per_req")
+    if h is None or b is None:
+        return None
+    return h + b + (med.get("cpu_agent_us_per_req") or 0)
+
+
+def ratio_or_none(a, b):
+    return a / b if (a is not None and b) else None
+
+
+def md_in_tomcat(tp):
+    """The in-Tomcat rows with every variant: forward, reversed (module
+    defaults), reversed with reuse=60s, and the rathole tunnel (peer row)."""
+    rs = [r for r in tp["results"] if r["group"] in ("tcajp", "tchttp")
+          and any(v in r["variants"] for v in ("keep", "tunnel"))]
+    if not rs:
+        return []
+    names = {"tcajp": "AJP", "tchttp": "HTTP/1.1"}
+    L = ["Every variant of the in-Tomcat rows, alternating in each round: *forward* (mod_proxy to Tomcat's "
+         "own connector), *reversed* (the in-Tomcat reversed connector, module defaults), *reuse=60s* (the same "
+         "connector, a node with `reuse=60s`: a kept link is reused as long as forward's idle connections live), "
+         f"*tunnel* (forward mod_proxy over a reverse TCP tunnel, {tp['settings'].get('tunnel') or 'rathole'} as "
+         "shipped: its visitor and local sockets have no TCP_NODELAY, rathole-org/rathole#171). "
+         "CPU per request from /proc (utime+stime over the run / requests); *path CPU* adds every process on the "
+         "path (httpd, Tomcat, both tunnel ends; not wrk): on a shared machine it is steadier than req/s.", ""]
+    ss = tp.get("in_tomcat_sessions")
+    if ss:
+        L.append(f"These rows pool {sum(x['pairs'] for x in ss)} rounds of {len(ss)} separate sessions (`bench/tomcat_merge.py`): "
+                 + "; ".join(f"{x['when']}, load average {(x.get('loadavg_at_start') or ['?'])[0]} at the start, "
+                             f"{(x.get('loadavg_at_end') or ['?'])[0]} at the end" for x in ss) + ".")
+        try:
+            busy = max(float((x.get("loadavg_at_start") or ["0"])[0]) for x in ss)
+        except ValueError:
+            busy = 0
+        cpus = (tp.get("machine") or {}).get("cpus") or 1
+        if busy > 1.5 * cpus:
+            L.append("")
+            L.append(f"**The machine was busy during these sessions (load average up to {busy:g} at a start, on "
+                     f"{cpus} CPUs): req/s and p99 ratios are within the noise; CPU per request here and "
+                     "`bench/tomcat_profile.py` / `bench/tomcat_callgrind.py` are the steadier measures.**")
+        L.append("")
+    L.append("| path | body | conns | req/s fwd / rev / reuse=60s / tunnel | **rev/fwd** | reuse=60s/fwd | **rev/tunnel** "
+             "| p99 ms fwd / rev / reuse=60s / tunnel | **p99 rev/fwd** | p99 reuse=60s/fwd | p99 rev/tunnel "
+             "| Tomcat µs/req fwd / rev / reuse=60s / tunnel | httpd µs/req fwd / rev / reuse=60s / tunnel | tunnel µs/req "
+             "| **path CPU µs/req** fwd / rev / reuse=60s / tunnel | path CPU rev/fwd | **path CPU tunnel/rev** | errors |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rs:
+        m, q = r["medians"], r["ratios"]
+        vs = ["forward", "reversed", "keep", "tunnel"]
+
+        def row(k, nd=0):
+            return " / ".join(fi(m.get(v, {}).get(k)) if nd == 0 else f(m.get(v, {}).get(k), nd) for v in vs)
+        errs = sum(v.get("errors", 0) for v in m.values())
+        pc = {v: path_cpu(m.get(v, {})) for v in vs}
+        L.append(f"| {names[r['group']]} | {r['size']} | {r['conns']} | {row('rps')} | **{f(q.get('rps_rev_fwd'), 3)}** "
+                 f"| {f(q.get('rps_keep_fwd'), 3)} | **{f(q.get('rps_rev_tunnel'), 3)}** | {row('p99_ms', 1)} "
+                 f"| **{f(q.get('p99_rev_fwd'), 3)}** | {f(q.get('p99_keep_fwd'), 3)} | {f(q.get('p99_rev_tunnel'), 3)} "
+                 f"| {row('cpu_backend_us_per_req', 1)} | {row('cpu_httpd_us_per_req', 1)} "
+                 f"| {f(m.get('tunnel', {}).get('cpu_agent_us_per_req'), 1)} "
+                 f"| {' / '.join(f(pc[v], 1) for v in vs)} | {f(ratio_or_none(pc['reversed'], pc['forward']), 3)} "
+                 f"| **{f(ratio_or_none(pc['tunnel'], pc['reversed']), 3)}** | {errs} |")
+    L.append("")
+    L.append("Per-round ratios (rounds in order):")
+    L.append("")
+    L.append("| path | body | conns | rev/fwd req/s | reuse=60s/fwd req/s | rev/tunnel req/s | rev/fwd p99 | reuse=60s/fwd p99 |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    for r in rs:
+        def pr(k):
+            return " ".join(f(p.get(k), 3) for p in r["per_round"])
+        L.append(f"| {names[r['group']]} | {r['size']} | {r['conns']} | {pr('rps_rev_fwd')} | {pr('rps_keep_fwd')} "
+                 f"| {pr('rps_rev_tunnel')} | {pr('p99_rev_fwd')} | {pr('p99_keep_fwd')} |")
     return L
 
 
@@ -307,6 +400,12 @@ def main():
         L.append("")
         L += md_throughput(tp)
         L.append("")
+        it = md_in_tomcat(tp)
+        if it:
+            L.append("## In-Tomcat connector: all variants")
+            L.append("")
+            L += it
+            L.append("")
     if sc:
         L.append("## Scale and cost")
         L.append("")

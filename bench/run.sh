@@ -7,7 +7,10 @@
 # BENCH_CONNS (32,256), BENCH_GROUPS (ajp,http,tomcat,tcajp,tchttp), BENCH_IDLE_CONNS (10000),
 # BENCH_FWD_RESPONDER (forward responder command), BENCH_ONLY (throughput|scale|liveness|callgrind|tomcat-idle|tls),
 # BENCH_LIVENESS_SECS (90), BENCH_LIVENESS_ROUNDS (2), BENCH_CG_REQUESTS (2000), BENCH_CG_RUNS (3),
-# BENCH_TC_LINKS (idle links per front end of the in-Tomcat connector, 1000).
+# BENCH_TC_LINKS (idle links per front end of the in-Tomcat connector, 1000),
+# BENCH_PORT_BASE (31000), BENCH_RATHOLE_ROOT (where rathole is looked for and
+# installed with cargo when missing, outside the repository), BENCH_NO_TUNNEL (skip the rathole row),
+# BENCH_REV_OPTS, BENCH_TC_ATTRS, BENCH_TC_IDLE, BENCH_MAXIDLE (see bench/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -40,36 +40,58 @@ ALL_SIZES = {"1k": 1024, "64k": 65536}
 SIZES = {k: v for k, v in ALL_SIZES.items() if k in os.environ.get("BENCH_SIZES", "1k,64k").split(",")}
 CONNS = [int(x) for x in os.environ.get("BENCH_CONNS", "32,256").split(",")]
 GROUPS = os.environ.get("BENCH_GROUPS", "ajp,http,tomcat,tcajp,tchttp").split(",")
+# The results file under bench/results/.
+OUT = os.environ.get("BENCH_OUT", "throughput.json")
 # The forward responder: the agent's built-in responder listening on loopback.
 # {agent} {addr} {size} are substituted.
 FWD_RESPONDER = os.environ.get(
     "BENCH_FWD_RESPONDER", "{agent} --listen {addr} --respond --body-size {size} --log-level warn")
 
-PORT = 31080
-FWD_PORT = {"1k": 31001, "64k": 31002}
-TC_PORT = 31009
-TC_HTTP_PORT = 31010
+# Every port is BENCH_PORT_BASE (31000) plus a fixed offset, so that a run can
+# be moved out of another one's way.
+BASE = int(os.environ.get("BENCH_PORT_BASE", "31000"))
+PORT = BASE + 80
+FWD_PORT = {"1k": BASE + 1, "64k": BASE + 2}
+TC_PORT = BASE + 9
+TC_HTTP_PORT = BASE + 10
 # The in-Tomcat connector's jar (`make tomcat-connector`, part of `make build`).
 TC_JAR = os.path.join(os.path.dirname(C.HERE), "target/tomcat-connector/mod_proxy_reversed-tomcat.jar")
 # Idle links the in-Tomcat connectors keep per front end (as the agent's --idle).
-TC_IDLE = 64
+TC_IDLE = int(os.environ.get("BENCH_TC_IDLE", "64"))
+# Extra attributes for the in-Tomcat connectors (e.g. 'dialerThreads="32"').
+TC_ATTRS = (" " + os.environ["BENCH_TC_ATTRS"]) if os.environ.get("BENCH_TC_ATTRS") else ""
 CHILDREN, THREADS = 2, 160
+# Extra keys for every ProxyReversed line (e.g. "verify=off" to measure the check before use).
+REV_OPTS = (" " + os.environ["BENCH_REV_OPTS"]) if os.environ.get("BENCH_REV_OPTS") else ""
 AGENT_IDLE = 64
 # Per child: the agent's --idle is per front end, so a cap per child keeps every child supplied.
-MAXIDLE = AGENT_IDLE // CHILDREN
+MAXIDLE = int(os.environ.get("BENCH_MAXIDLE", str(AGENT_IDLE // CHILDREN)))
 # reversed nodes: name -> (scheme, sentinel host:port, first port of a 4-port range)
 NODES = {
-    "rev-ajp-1k": ("ajp", "127.0.0.21:1", 31100),
-    "rev-ajp-64k": ("ajp", "127.0.0.22:1", 31110),
-    "rev-http-1k": ("http", "127.0.0.23:1", 31120),
-    "rev-http-64k": ("http", "127.0.0.24:1", 31130),
-    "rev-tc": ("ajp", "127.0.0.25:1", 31140),
+    "rev-ajp-1k": ("ajp", "127.0.0.21:1", BASE + 100),
+    "rev-ajp-64k": ("ajp", "127.0.0.22:1", BASE + 110),
+    "rev-http-1k": ("http", "127.0.0.23:1", BASE + 120),
+    "rev-http-64k": ("http", "127.0.0.24:1", BASE + 130),
+    "rev-tc": ("ajp", "127.0.0.25:1", BASE + 140),
     # Dialled by Tomcat itself (no agent).
-    "rev-tcin-ajp": ("ajp", "127.0.0.26:1", 31150),
-    "rev-tcin-http": ("http", "127.0.0.27:1", 31160),
+    "rev-tcin-ajp": ("ajp", "127.0.0.26:1", BASE + 150),
+    "rev-tcin-http": ("http", "127.0.0.27:1", BASE + 160),
+    # The same, with the node's reuse= window as long as the forward
+    # connectors keep an idle connection (connectionTimeout 60 s).
+    "rev-tcin-ajp-keep": ("ajp", "127.0.0.28:1", BASE + 170),
+    "rev-tcin-http-keep": ("http", "127.0.0.29:1", BASE + 180),
 }
 IN_TOMCAT = {"rev-tcin-ajp": "org.proxyreversed.tomcat.ReversedAjpProtocol",
-             "rev-tcin-http": "org.proxyreversed.tomcat.ReversedHttp11Protocol"}
+             "rev-tcin-http": "org.proxyreversed.tomcat.ReversedHttp11Protocol",
+             "rev-tcin-ajp-keep": "org.proxyreversed.tomcat.ReversedAjpProtocol",
+             "rev-tcin-http-keep": "org.proxyreversed.tomcat.ReversedHttp11Protocol"}
+# Per-node ProxyReversed keys beyond the defaults.
+NODE_OPTS = {"rev-tcin-ajp-keep": " reuse=60s", "rev-tcin-http-keep": " reuse=60s"}
+# The peer row: forward mod_proxy over a reverse TCP tunnel (rathole): its
+# server beside httpd, its client beside Tomcat dialling out to it.
+TUN_CTRL, TUN_AJP, TUN_HTTP = BASE + 190, BASE + 191, BASE + 192
+RATHOLE_ROOT = os.environ.get("BENCH_RATHOLE_ROOT",
+                              os.path.join(os.path.expanduser("~"), ".cache/mod_proxy_reversed-bench/rathole"))
 
 
 def httpd_conf(rundir):
@@ -80,13 +102,16 @@ def httpd_conf(rundir):
         c += f'ProxyPass "/fwd-http-{s}/" "http://127.0.0.1:{p}/"\n'
     c += f'ProxyPass "/tc-fwd/" "ajp://127.0.0.1:{TC_PORT}/"\n'
     c += f'ProxyPass "/tc-fwd-http/" "http://127.0.0.1:{TC_HTTP_PORT}/"\n'
+    c += f'ProxyPass "/tc-tun/" "ajp://127.0.0.1:{TUN_AJP}/"\n'
+    c += f'ProxyPass "/tc-tun-http/" "http://127.0.0.1:{TUN_HTTP}/"\n'
     paths = {"rev-ajp-1k": "/rev-ajp-1k/", "rev-ajp-64k": "/rev-ajp-64k/",
              "rev-http-1k": "/rev-http-1k/", "rev-http-64k": "/rev-http-64k/", "rev-tc": "/tc-rev/",
-             "rev-tcin-ajp": "/tc-in-ajp/", "rev-tcin-http": "/tc-in-http/"}
+             "rev-tcin-ajp": "/tc-in-ajp/", "rev-tcin-http": "/tc-in-http/",
+             "rev-tcin-ajp-keep": "/tc-keep-ajp/", "rev-tcin-http-keep": "/tc-keep-http/"}
     for n, (scheme, sent, first) in NODES.items():
         c += f'ProxyPass "{paths[n]}" "{scheme}://{sent}/"\n'
         c += (f'ProxyReversed {n} "{scheme}://{sent}/" 127.0.0.1:{first}-{first + 3} '
-              f'secret={rundir}/{n}.secret wait=5s maxidle={MAXIDLE}\n')
+              f'secret={rundir}/{n}.secret wait=5s maxidle={MAXIDLE}{NODE_OPTS.get(n, "")}{REV_OPTS}\n')
     return c
 
 
@@ -105,7 +130,7 @@ def tomcat_start(rundir):
             first = NODES[n][2]
             extra += f"""    <Connector protocol="{proto}" node="{n}" secretFile="{rundir}/{n}.secret"
                address="127.0.0.1" port="{first}" ports="4" idleConnections="{TC_IDLE}"
-               maxThreads="300" maxConnections="2000"{' secretRequired="false"' if 'Ajp' in proto else ''} />
+               maxThreads="300" maxConnections="2000"{' secretRequired="false"' if 'Ajp' in proto else ''}{TC_ATTRS} />
 """
     with open(os.path.join(base, "conf/server.xml"), "w") as f:
         f.write(f"""<?xml version="1.0" encoding="UTF-8"?>
@@ -144,13 +169,107 @@ def tomcat_start(rundir):
                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                          start_new_session=True)
     C.register("tomcat", p, group=True)
-    ok = C.wait_until(lambda: p.poll() is not None or C.port_accepts(TC_PORT), 90, 0.2)
+    ok = C.wait_until(lambda: p.poll() is not None or (C.port_accepts(TC_PORT) and C.port_accepts(TC_HTTP_PORT)),
+                      90, 0.2)
     if p.poll() is not None or not ok:
-        return None, "Tomcat did not open its AJP port within 90 s (see tomcat/logs)"
+        # e.g. a port still held by the previous session's sockets: Tomcat logs
+        # "Address already in use" and starts without that connector.
+        return None, (f"Tomcat did not open its AJP ({TC_PORT}) and HTTP ({TC_HTTP_PORT}) ports within 90 s "
+                      f"(see {base}/logs)")
     return p, None
 
 
 TOMCAT_HOME_BIN = os.path.join(C.TOMCAT_HOME, "bin")
+
+
+def rathole_binary():
+    """rathole from PATH, ~/.cargo/bin or RATHOLE_ROOT; installed there with
+    `cargo install rathole` (crates.io, outside the repository) when missing.
+    (path, None) or (None, why)."""
+    for cand in [shutil.which("rathole"), os.path.expanduser("~/.cargo/bin/rathole"),
+                 os.path.join(RATHOLE_ROOT, "bin/rathole")]:
+        if cand and os.access(cand, os.X_OK):
+            return cand, None
+    if os.environ.get("BENCH_NO_INSTALL"):
+        return None, "rathole not found and BENCH_NO_INSTALL is set"
+    cargo = shutil.which("cargo") or os.path.expanduser("~/.cargo/bin/cargo")
+    if not os.access(cargo, os.X_OK):
+        return None, "rathole not found and no cargo to install it (cargo install rathole)"
+    C.log(f"bench: installing rathole from crates.io into {RATHOLE_ROOT} (cargo install, a few minutes)")
+    os.makedirs(RATHOLE_ROOT, exist_ok=True)
+    logf = os.path.join(RATHOLE_ROOT, "install.log")
+    with open(logf, "w") as out:
+        try:
+            r = subprocess.run([cargo, "install", "rathole", "--root", RATHOLE_ROOT,
+                                "--target-dir", os.path.join(RATHOLE_ROOT, "target")],
+                               stdout=out, stderr=subprocess.STDOUT, timeout=3600, cwd=RATHOLE_ROOT)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return None, f"cargo install rathole failed: {e} (see {logf})"
+    b = os.path.join(RATHOLE_ROOT, "bin/rathole")
+    if r.returncode != 0 or not os.access(b, os.X_OK):
+        return None, f"cargo install rathole failed (exit {r.returncode}, see {logf})"
+    return b, None
+
+
+def rathole_version(b):
+    try:
+        out = subprocess.run([b, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"Build Version:\s*(\S+)", out)
+    return f"rathole {m.group(1)}" if m else (out.strip().splitlines() or [None])[0]
+
+
+def tunnel_start(rundir):
+    """rathole's server (httpd's side) and client (Tomcat's side, dialling
+    out to it), as shipped: default TCP transport, no option changed (0.5.0
+    sets no TCP_NODELAY on its sockets, rathole-org/rathole#171).
+    ([server, client], version, None) or (None, None, why)."""
+    b, why = rathole_binary()
+    if why:
+        return None, None, why
+    token = os.urandom(16).hex()
+    d = os.path.join(rundir, "rathole")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "server.toml"), "w") as f:
+        f.write(f"""[server]
+bind_addr = "127.0.0.1:{TUN_CTRL}"
+
+[server.services.tcajp]
+token = "{token}"
+bind_addr = "127.0.0.1:{TUN_AJP}"
+
+[server.services.tchttp]
+token = "{token}"
+bind_addr = "127.0.0.1:{TUN_HTTP}"
+""")
+    with open(os.path.join(d, "client.toml"), "w") as f:
+        f.write(f"""[client]
+remote_addr = "127.0.0.1:{TUN_CTRL}"
+
+[client.services.tcajp]
+token = "{token}"
+local_addr = "127.0.0.1:{TC_PORT}"
+
+[client.services.tchttp]
+token = "{token}"
+local_addr = "127.0.0.1:{TC_HTTP_PORT}"
+""")
+    env = dict(os.environ, RUST_LOG="warn")
+    procs = []
+    for side in ["server", "client"]:
+        out = open(os.path.join(d, f"{side}.log"), "w")
+        p = subprocess.Popen([b, f"--{side}", os.path.join(d, f"{side}.toml")], env=env,
+                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        C.register(f"rathole-{side}", p)
+        procs.append(p)
+        if side == "server" and not C.wait_until(lambda: p.poll() is not None or C.port_accepts(TUN_CTRL), 10):
+            return None, None, f"rathole server did not listen on {TUN_CTRL} (see {d}/server.log)"
+    ok = C.wait_until(lambda: any(q.poll() is not None for q in procs)
+                      or (C.port_accepts(TUN_AJP) and C.port_accepts(TUN_HTTP)), 15)
+    if not ok or any(q.poll() is not None for q in procs):
+        return None, None, f"rathole tunnel did not come up (see {d}/*.log)"
+    return procs, rathole_version(b), None
 
 
 def body_bytes(n):
@@ -186,14 +305,16 @@ def wrk(url, conns, duration):
 
 
 class Case:
-    """One variant: a URL plus the processes whose CPU it costs."""
+    """One variant: a URL plus the processes whose CPU it costs (agent: one
+    process or a list, e.g. both ends of a tunnel)."""
 
     def __init__(self, variant, url, agent=None, backend=None):
         self.variant, self.url, self.agent, self.backend = variant, url, agent, backend
 
 
 def measure(h, case, conns, duration):
-    agent_pids = tree_pids(case.agent.pid) if case.agent else []
+    agents = case.agent if isinstance(case.agent, list) else ([case.agent] if case.agent else [])
+    agent_pids = [q for a in agents for q in tree_pids(a.pid)]
     backend_pids = tree_pids(case.backend.pid) if case.backend else []
     hc0, ac0, bc0 = h.cpu(), C.cpu_seconds(agent_pids), C.cpu_seconds(backend_pids)
     t0 = time.monotonic()
@@ -222,6 +343,7 @@ def measure(h, case, conns, duration):
         "cpu_backend_pct": round(100 * bc / wall, 1) if case.backend else None,
         "cpu_httpd_us_per_req": round(1e6 * hc / reqs, 1) if reqs else None,
         "cpu_agent_us_per_req": round(1e6 * ac / reqs, 1) if (reqs and case.agent) else None,
+        "cpu_backend_us_per_req": round(1e6 * bc / reqs, 1) if (reqs and case.backend) else None,
     }
     return r
 
@@ -248,7 +370,7 @@ def summarize(runs, variants):
     for v, rs in by.items():
         med[v] = {k: C.median([r[k] for r in rs]) for k in
                   ["rps", "p50_ms", "p99_ms", "cpu_httpd_pct", "cpu_agent_pct", "cpu_backend_pct",
-                   "cpu_httpd_us_per_req", "cpu_agent_us_per_req"]}
+                   "cpu_httpd_us_per_req", "cpu_agent_us_per_req", "cpu_backend_us_per_req"]}
         med[v]["errors"] = sum(r["errors"] + r["non_2xx"] for r in rs)
     rounds = sorted({r["round"] for r in runs})
     per_round = []
@@ -261,9 +383,20 @@ def summarize(runs, variants):
             pr["p99_rev_fwd"] = ratio(x["reversed"]["p99_ms"], x["forward"]["p99_ms"])
         if "static" in x and "reversed" in x:
             pr["rps_rev_static"] = ratio(x["reversed"]["rps"], x["static"]["rps"])
+        # The in-Tomcat rows' extra variants: reuse=60s against forward, and
+        # reversed against the tunnel (the peer row).
+        if "forward" in x and "keep" in x:
+            pr["rps_keep_fwd"] = ratio(x["keep"]["rps"], x["forward"]["rps"])
+            pr["p99_keep_fwd"] = ratio(x["keep"]["p99_ms"], x["forward"]["p99_ms"])
+        if "tunnel" in x and "reversed" in x:
+            pr["rps_rev_tunnel"] = ratio(x["reversed"]["rps"], x["tunnel"]["rps"])
+            pr["p99_rev_tunnel"] = ratio(x["reversed"]["p99_ms"], x["tunnel"]["p99_ms"])
+        if "tunnel" in x and "forward" in x:
+            pr["rps_tunnel_fwd"] = ratio(x["tunnel"]["rps"], x["forward"]["rps"])
         per_round.append(pr)
     ratios = {}
-    for k in ["rps_rev_fwd", "p50_rev_fwd", "p99_rev_fwd", "rps_rev_static"]:
+    for k in ["rps_rev_fwd", "p50_rev_fwd", "p99_rev_fwd", "rps_rev_static", "rps_keep_fwd", "p99_keep_fwd",
+              "rps_rev_tunnel", "p99_rev_tunnel", "rps_tunnel_fwd"]:
         vals = [p[k] for p in per_round if p.get(k) is not None]
         ratios[k] = round(C.median(vals), 3) if vals else None
     return med, per_round, ratios
@@ -281,7 +414,7 @@ def main():
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} is missing (apt-get install {tool})")
     rundir = C.make_rundir("bench")
-    ports = [PORT, TC_PORT, TC_HTTP_PORT] + list(FWD_PORT.values()) + [f + i for _, _, f in NODES.values() for i in range(4)]
+    ports = [PORT, TC_PORT, TC_HTTP_PORT, TUN_CTRL, TUN_AJP, TUN_HTTP] + list(FWD_PORT.values()) + [f + i for _, _, f in NODES.values() for i in range(4)]
     C.require_free(ports)
     os.makedirs(os.path.join(rundir, "htdocs/static"))
     for s, n in ALL_SIZES.items():
@@ -318,6 +451,16 @@ def main():
             notes.append(f"tomcat cases skipped: {why}")
         else:
             C.log(f"tomcat {tomcat.pid} on 127.0.0.1:{TC_PORT}")
+
+    # The peer row's tunnel (in-Tomcat groups only).
+    tunnel, tunnel_version = None, None
+    if tomcat is not None and any(g in GROUPS for g in ("tcajp", "tchttp")) and not os.environ.get("BENCH_NO_TUNNEL"):
+        tunnel, tunnel_version, why = tunnel_start(rundir)
+        if why:
+            notes.append(f"TUNNEL ROW SKIPPED (peer row, forward mod_proxy over rathole): {why}")
+            C.log("bench: " + notes[-1])
+        else:
+            C.log(f"bench: rathole tunnel up ({tunnel_version})")
 
     # Reversed agents
     agents = {}
@@ -365,9 +508,15 @@ def main():
                 elif g == "tcajp" and "rev-tcin-ajp" in in_tomcat:
                     cases.append(Case("forward", f"{base}/tc-fwd/{s}.bin", backend=tomcat))
                     cases.append(Case("reversed", f"{base}/tc-in-ajp/{s}.bin", backend=tomcat))
+                    cases.append(Case("keep", f"{base}/tc-keep-ajp/{s}.bin", backend=tomcat))
+                    if tunnel:
+                        cases.append(Case("tunnel", f"{base}/tc-tun/{s}.bin", agent=tunnel, backend=tomcat))
                 elif g == "tchttp" and "rev-tcin-http" in in_tomcat:
                     cases.append(Case("forward", f"{base}/tc-fwd-http/{s}.bin", backend=tomcat))
                     cases.append(Case("reversed", f"{base}/tc-in-http/{s}.bin", backend=tomcat))
+                    cases.append(Case("keep", f"{base}/tc-keep-http/{s}.bin", backend=tomcat))
+                    if tunnel:
+                        cases.append(Case("tunnel", f"{base}/tc-tun-http/{s}.bin", agent=tunnel, backend=tomcat))
                 if cases:
                     plan.append((g, s, c, cases))
     nruns = sum(len(cs) for _, _, _, cs in plan) * PAIRS
@@ -402,7 +551,7 @@ def main():
                         "variants": [cs.variant for cs in cases], "medians": med,
                         "ratios": ratios, "per_round": per_round, "runs": runs})
         C.log(f"{g} {s} c={c}: medians of rounds {ratios}")
-        C.save_json("throughput.json", doc(results, notes, h))
+        C.save_json(OUT, doc(results, notes, h, tunnel_version))
 
     err = h.error_log()
     panics = err.count("panicked")
@@ -410,20 +559,21 @@ def main():
         notes.append(f"mod_proxy dialled a sentinel worker URL {err.count('AH00957')} time(s) (AH00957 in the error log)")
     if panics:
         notes.append(f"httpd error log has {panics} Rust panics")
-    path = C.save_json("throughput.json", doc(results, notes, h))
+    path = C.save_json(OUT, doc(results, notes, h, tunnel_version))
     C.log(f"wrote {path}")
     for n in notes:
         C.log("note: " + n)
 
 
-def doc(results, notes, h):
+def doc(results, notes, h, tunnel_version=None):
     return {
         "kind": "throughput",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
         "settings": {"duration_s": DURATION, "pairs": PAIRS, "warmup_s": WARMUP, "wrk_threads": WRK_THREADS,
                      "httpd": f"event MPM, {CHILDREN} children x {THREADS} threads, KeepAlive unlimited",
-                     "agent_idle": AGENT_IDLE, "tomcat_idle": TC_IDLE, "fwd_responder": FWD_RESPONDER},
+                     "agent_idle": AGENT_IDLE, "tomcat_idle": TC_IDLE, "fwd_responder": FWD_RESPONDER,
+                     "rev_opts": REV_OPTS.strip(), "node_opts": NODE_OPTS, "tunnel": tunnel_version},
         "notes": notes,
         "results": results,
     }
