@@ -3,7 +3,7 @@
 //! and watches the idle connections, and a queue of authenticated idle
 //! connections per node from which request threads take.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
@@ -94,7 +94,9 @@ pub struct Child {
     pub(crate) waiting: AtomicUsize,
     pub(crate) thread: Mutex<Option<JoinHandle<()>>>,
     /// Links that mod_proxy kept after a response, by fd: when that response ended.
-    pub(crate) released: Mutex<HashMap<i32, Instant>>,
+    /// When mod_proxy last kept each link, indexed by its fd (small integers:
+    /// a vector is cheaper per request than a hashed map).
+    pub(crate) released: Mutex<Vec<Option<Instant>>>,
     /// Serialises `refresh`, so that an older description never overwrites a newer one.
     refresh_lock: Mutex<()>,
     /// Set by `exit`: the shared stats slot is released and may belong to
@@ -153,7 +155,7 @@ impl Child {
             graceful_since: Mutex::new(None),
             waiting: AtomicUsize::new(0),
             thread: Mutex::new(None),
-            released: Mutex::new(HashMap::new()),
+            released: Mutex::new(Vec::new()),
             refresh_lock: Mutex::new(()),
             exited: AtomicBool::new(false),
             down: AtomicBool::new(false),
@@ -451,14 +453,21 @@ impl Child {
 
     /// mod_proxy kept link `fd` of node `i` after a response.
     pub fn link_released(&self, fd: i32) {
-        lock(&self.released).insert(fd, Instant::now());
+        let Ok(i) = usize::try_from(fd) else { return };
+        let now = Instant::now();
+        let mut r = lock(&self.released);
+        if r.len() <= i {
+            r.resize(i + 1, None);
+        }
+        r[i] = Some(now);
     }
 
     /// Whether mod_proxy may send a request on link `fd` again: only within
     /// the node's `reuse` time after its last response.
     pub fn link_reusable(&self, i: usize, fd: i32) -> bool {
         let reuse = self.desc(i).map(|d| d.node.live.reuse).unwrap_or_default();
-        lock(&self.released).get(&fd).is_some_and(|t| t.elapsed() < reuse)
+        let Ok(fd) = usize::try_from(fd) else { return false };
+        lock(&self.released).get(fd).copied().flatten().is_some_and(|t| t.elapsed() < reuse)
     }
 
     pub(crate) fn name(&self, i: usize) -> String {
@@ -466,8 +475,10 @@ impl Child {
     }
 
     pub fn retired(&self, i: usize, fd: i32) {
-        if fd >= 0 {
-            lock(&self.released).remove(&fd);
+        if let Ok(fd) = usize::try_from(fd) {
+            if let Some(t) = lock(&self.released).get_mut(fd) {
+                *t = None;
+            }
         }
         if self.exited.load(SeqCst) {
             return;
