@@ -552,37 +552,7 @@ fn tls_tomcat_https_connector() {
     let r = get(&node.url_on(&h, "hello.txt")).unwrap();
     assert_eq!(r.status, 200, "hello.txt over TLS from Tomcat: {} {:?}\n{}", r.status, r.text(), tail_of(&h));
     assert_eq!(r.text(), TOMCAT_HELLO_TXT);
-    let r = get(&node.url_on(&h, "secure.jsp")).unwrap();
-    assert_eq!(r.status, 200, "secure.jsp: {} {:?}", r.status, r.text());
-    assert_eq!(r.text().trim(), "secure=true scheme=https", "Tomcat did not see the request over TLS");
-
-    let big = pseudo_random_bytes(10 << 20, 0x70c4);
-    let r = post_with(&client(Duration::from_secs(120)), &node.url_on(&h, "echo.jsp"), &big).unwrap();
-    assert_eq!(r.status, 200, "10 MB POST to Tomcat over TLS: {}", r.status);
-    assert_eq!(sha256_hex(&r.body), sha256_hex(&big), "Tomcat's echo differs");
-
-    let errors = Arc::new(AtomicUsize::new(0));
-    let ths: Vec<_> = (0..16)
-        .map(|i| {
-            let (u, errors) = (node.url_on(&h, "echo.jsp"), errors.clone());
-            std::thread::spawn(move || {
-                let c = client(Duration::from_secs(60));
-                for j in 0..4 {
-                    let body = format!("tomcat tls {i} {j} {}", "z".repeat(i * 97 + j));
-                    match post_with(&c, &u, body.as_bytes()) {
-                        Ok(r) if r.status == 200 && r.body == body.as_bytes() => {}
-                        _ => {
-                            errors.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in ths {
-        t.join().unwrap();
-    }
-    assert_eq!(errors.load(Ordering::SeqCst), 0, "concurrent requests to Tomcat over TLS failed");
+    tomcat_tls_traffic(&h, &node, "Tomcat's HTTPS connector behind the agent", 0x70c4);
     // The links carrying those requests are the agent's spliced ones (kept
     // alive by httpd's pool; Tomcat's connector speaks nothing but TLS, and
     // secure.jsp saw the request arrive over TLS).
@@ -918,20 +888,37 @@ fn tls_in_tomcat_connector() {
         tc.log()
     );
     assert_eq!(r.text(), TOMCAT_HELLO_TXT);
-    let r = get(&node.url_on(&h, "secure.jsp")).unwrap();
-    assert_eq!(r.text().trim(), "secure=true scheme=https", "Tomcat did not see the request over TLS");
-    let big = pseudo_random_bytes(10 << 20, 0x71c1);
-    let r = post_with(&client(Duration::from_secs(120)), &node.url_on(&h, "echo.jsp"), &big).unwrap();
-    assert_eq!(r.status, 200, "10 MB POST to the in-Tomcat connector over TLS: {}", r.status);
-    assert_eq!(sha256_hex(&r.body), sha256_hex(&big), "the echo differs");
+    tomcat_tls_traffic(&h, &node, "the in-Tomcat connector", 0x71c1);
+    assert!(!h.error_log().contains("PRX1032"), "a TLS handshake failed:\n{}", tail_of(&h));
+
+    // mTLS: with httpd's client certificate served, without it refused.
+    let r = get(&mnode.url_on(&h, "secure.jsp")).unwrap();
+    assert_eq!(r.status, 200, "mTLS to the in-Tomcat connector: {} {:?}\n{}", r.status, r.text(), tail_of(&h));
+    assert_eq!(r.text().trim(), "secure=true scheme=https");
+    let r = get(&xnode.url_on(&h, "secure.jsp")).unwrap();
+    assert!(r.status >= 500, "no client certificate, yet Tomcat answered {} {:?}", r.status, r.text());
+    assert_no_sentinel_dial(&h);
+}
+
+/// Through `node` to a Tomcat that serves TLS itself: secure.jsp sees the
+/// request arrive over https, a 10 MB POST is echoed intact (sha256), and 16
+/// clients x 4 POSTs pass with zero errors. `what` names the setup in failures.
+fn tomcat_tls_traffic(h: &Httpd, node: &RNode, what: &str, seed: u64) {
+    let r = get(&node.url_on(h, "secure.jsp")).unwrap();
+    assert_eq!(r.status, 200, "{what}: secure.jsp: {} {:?}", r.status, r.text());
+    assert_eq!(r.text().trim(), "secure=true scheme=https", "{what}: Tomcat did not see the request over TLS");
+    let big = pseudo_random_bytes(10 << 20, seed);
+    let r = post_with(&client(Duration::from_secs(120)), &node.url_on(h, "echo.jsp"), &big).unwrap();
+    assert_eq!(r.status, 200, "{what}: 10 MB POST over TLS: {}", r.status);
+    assert_eq!(sha256_hex(&r.body), sha256_hex(&big), "{what}: the echo differs");
     let errors = Arc::new(AtomicUsize::new(0));
     let ths: Vec<_> = (0..16)
         .map(|i| {
-            let (u, errors) = (node.url_on(&h, "echo.jsp"), errors.clone());
+            let (u, errors, tag) = (node.url_on(h, "echo.jsp"), errors.clone(), format!("{seed:x}"));
             std::thread::spawn(move || {
                 let c = client(Duration::from_secs(60));
                 for j in 0..4 {
-                    let body = format!("in-tomcat tls {i} {j} {}", "w".repeat(i * 89 + j));
+                    let body = format!("tomcat tls {tag} {i} {j} {}", "z".repeat(i * 97 + j));
                     match post_with(&c, &u, body.as_bytes()) {
                         Ok(r) if r.status == 200 && r.body == body.as_bytes() => {}
                         _ => {
@@ -945,14 +932,5 @@ fn tls_in_tomcat_connector() {
     for t in ths {
         t.join().unwrap();
     }
-    assert_eq!(errors.load(Ordering::SeqCst), 0, "concurrent requests to the in-Tomcat connector over TLS failed");
-    assert!(!h.error_log().contains("PRX1032"), "a TLS handshake failed:\n{}", tail_of(&h));
-
-    // mTLS: with httpd's client certificate served, without it refused.
-    let r = get(&mnode.url_on(&h, "secure.jsp")).unwrap();
-    assert_eq!(r.status, 200, "mTLS to the in-Tomcat connector: {} {:?}\n{}", r.status, r.text(), tail_of(&h));
-    assert_eq!(r.text().trim(), "secure=true scheme=https");
-    let r = get(&xnode.url_on(&h, "secure.jsp")).unwrap();
-    assert!(r.status >= 500, "no client certificate, yet Tomcat answered {} {:?}", r.status, r.text());
-    assert_no_sentinel_dial(&h);
+    assert_eq!(errors.load(Ordering::SeqCst), 0, "{what}: concurrent requests over TLS failed");
 }
