@@ -17,7 +17,9 @@ rustls responder:
 BENCH_TLS_REUSE, 30s, see REUSE below); `cold` is the cost of a
 first request on a cold link (TLS handshake included; the forward one adds the
 TCP connect). wrk keeps its client connections alive in both. Results go to
-bench/results/tls.json, in throughput.json's shape (group, medians, ratios).
+bench/results/tls.json (BENCH_TLS_OUT), in throughput.json's shape (group,
+medians, ratios). BENCH_TLS_REV_OPTS adds keys to both reversed nodes (for
+example `verify=off`: the cold rows without the check-before-use PING).
 """
 
 import os
@@ -44,6 +46,9 @@ CONNS = {"https": [int(x) for x in os.environ.get("BENCH_TLS_CONNS", "32").split
 # run starts with a TLS handshake per wrk connection that the forward one does
 # not pay; 30 s keeps both variants in the steady state being compared.
 REUSE = os.environ.get("BENCH_TLS_REUSE", "30s")
+# Extra keys for both reversed nodes, e.g. `verify=off` to see what the
+# check-before-use PING of every fresh link costs the cold rows.
+REV_OPTS = os.environ.get("BENCH_TLS_REV_OPTS", "")
 CHILDREN, THREADS = 2, 64
 AGENT_IDLE = 64
 MAXIDLE = AGENT_IDLE // CHILDREN
@@ -80,7 +85,8 @@ def httpd_conf(rundir, pkidir):
         c += f'ProxyPass "/rev-{g}/" "{rev}"\n'
         c += (f'ProxyReversed rev-{g} "{rev}" 127.0.0.1:{FIRST[g]}-{FIRST[g] + 3} '
               f'secret={rundir}/rev-{g}.secret wait=5s maxidle={MAXIDLE} tls=required'
-              + (" reuse=0\n" if g == "cold" else f" reuse={REUSE}\n"))
+              + (" reuse=0" if g == "cold" else f" reuse={REUSE}")
+              + (f" {REV_OPTS}\n" if REV_OPTS else "\n"))
     return c
 
 
@@ -182,7 +188,7 @@ def main():
                         "httpd": f"event MPM, {CHILDREN} children x {THREADS} threads, SSLProxyVerify require",
                         "agent_idle": AGENT_IDLE, "body_bytes": SIZE, "keepalive_node_reuse": REUSE},
            "notes": notes, "results": results}
-    path = C.save_json("tls.json", doc)
+    path = C.save_json(os.environ.get("BENCH_TLS_OUT", "tls.json"), doc)
     C.log(f"wrote {path}; load average {load_start} -> {load_end}")
     for n in notes:
         C.log("note: " + n)
