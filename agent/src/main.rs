@@ -173,6 +173,11 @@ options! {
         /// MCMP: seconds between STATUS messages [default: 5].
         #[arg(long, value_name = "SECS")]
         status_interval: Option<u64>,
+        /// MCMP: requests the backend can serve at once, the denominator of
+        /// the Load that STATUS reports (e.g. Tomcat's maxThreads) [default:
+        /// --idle x the number of front ends].
+        #[arg(long, value_name = "N")]
+        capacity: Option<usize>,
         /// TCP keepalive of every link: seconds idle before the first probe,
         /// seconds between probes, probes before the link is dropped; or `off`
         /// [default: 60,10,3].
@@ -240,6 +245,8 @@ struct McmpSettings {
     receivers: Vec<mcmp::Receiver>,
     registration: mcmp::Registration,
     status_interval: Duration,
+    /// `--capacity`; None: `--idle` x front ends.
+    capacity: Option<usize>,
 }
 
 fn split_list(s: &str) -> Vec<String> {
@@ -255,12 +262,21 @@ fn mcmp_settings(
     alias: Option<String>,
     context: Option<String>,
     status_interval: Option<u64>,
+    capacity: Option<usize>,
     node: &str,
     frontends: &[FrontEnd],
 ) -> Result<Option<McmpSettings>, String> {
     if urls.is_empty() {
-        if balancer.is_some() || kind.is_some() || alias.is_some() || context.is_some() || status_interval.is_some() {
-            return Err("--balancer, --type, --alias, --context and --status-interval need --mcmp URL".into());
+        if balancer.is_some()
+            || kind.is_some()
+            || alias.is_some()
+            || context.is_some()
+            || status_interval.is_some()
+            || capacity.is_some()
+        {
+            return Err(
+                "--balancer, --type, --alias, --context, --status-interval and --capacity need --mcmp URL".into()
+            );
         }
         return Ok(None);
     }
@@ -279,6 +295,9 @@ fn mcmp_settings(
     if !(1..=3600).contains(&secs) {
         return Err("--status-interval must be between 1 and 3600 seconds".into());
     }
+    if capacity.is_some_and(|c| !(1..=1_000_000).contains(&c)) {
+        return Err("--capacity must be between 1 and 1000000 (requests the backend serves at once)".into());
+    }
     let registration = mcmp::Registration {
         node: node.to_string(),
         balancer,
@@ -289,7 +308,7 @@ fn mcmp_settings(
         contexts,
     };
     registration.validate()?;
-    Ok(Some(McmpSettings { receivers, registration, status_interval: Duration::from_secs(secs) }))
+    Ok(Some(McmpSettings { receivers, registration, status_interval: Duration::from_secs(secs), capacity }))
 }
 
 #[derive(Debug, PartialEq)]
@@ -380,7 +399,17 @@ fn settings(cli: Options) -> Result<Settings, String> {
     let fmt = o.log_format.unwrap_or_else(|| "text".into());
     let log_format =
         logging::Format::parse(&fmt).ok_or_else(|| format!("invalid --log-format {fmt:?}: text or json"))?;
-    let mcmp = mcmp_settings(o.mcmp, o.balancer, o.kind, o.alias, o.context, o.status_interval, &node, &frontends)?;
+    let mcmp = mcmp_settings(
+        o.mcmp,
+        o.balancer,
+        o.kind,
+        o.alias,
+        o.context,
+        o.status_interval,
+        o.capacity,
+        &node,
+        &frontends,
+    )?;
     let mut tcp = pool::TcpOpts::default();
     if let Some(k) = o.keepalive {
         tcp.keepalive = pool::TcpOpts::parse_keepalive(&k).map_err(|e| format!("--keepalive: {e}"))?;
@@ -691,7 +720,7 @@ async fn run(cli: Options, mut s: Settings, secret: Option<Vec<u8>>) -> ExitCode
             let ms = Arc::new(mcmp::Settings::new(m.receivers.clone(), m.registration.clone(), m.status_interval));
             let load = Arc::new(mcmp::LoadSource {
                 busy: busy.clone(),
-                capacity: s.idle * s.frontends.len(),
+                capacity: m.capacity.unwrap_or(s.idle * s.frontends.len()),
                 backend: match &s.mode {
                     ModeSetting::Splice(b) => Some(b.clone()),
                     ModeSetting::Respond { .. } => None,
@@ -870,6 +899,7 @@ log_level = "debug"
         let m = p(&["--mcmp", "http://127.0.0.1:8090/mcmp"]).unwrap().mcmp.unwrap();
         assert_eq!(m.receivers, vec![mcmp::Receiver::parse("http://127.0.0.1:8090/mcmp").unwrap()]);
         assert_eq!(m.status_interval, Duration::from_secs(5));
+        assert_eq!(m.capacity, None);
         assert_eq!(
             m.registration,
             mcmp::Registration {
@@ -897,6 +927,8 @@ log_level = "debug"
             "/app,/",
             "--status-interval",
             "2",
+            "--capacity",
+            "200",
         ])
         .unwrap()
         .mcmp
@@ -907,7 +939,10 @@ log_level = "debug"
         assert_eq!(m.registration.aliases, vec!["localhost", "www"]);
         assert_eq!(m.registration.contexts, vec!["/app", "/"]);
         assert_eq!(m.status_interval, Duration::from_secs(2));
+        assert_eq!(m.capacity, Some(200));
         for (extra, want) in [
+            (&["--capacity", "50"][..], "need --mcmp"),
+            (&["--mcmp", "http://h/", "--capacity", "0"][..], "--capacity must be"),
             (&["--balancer", "b"][..], "need --mcmp"),
             (&["--status-interval", "3"][..], "need --mcmp"),
             (&["--mcmp", "https://h/"][..], "plain http"),
@@ -954,6 +989,7 @@ type = "http"
 alias = ["localhost", "www"]
 context = "/app,/x"
 status_interval = 7
+capacity = 150
 "#,
         )
         .unwrap();
@@ -965,6 +1001,7 @@ status_interval = 7
         assert_eq!(m.registration.aliases, vec!["localhost", "www"]);
         assert_eq!(m.registration.contexts, vec!["/app", "/x"]);
         assert_eq!(m.status_interval, Duration::from_secs(7));
+        assert_eq!(m.capacity, Some(150));
         // Flags override; a single URL string works too.
         std::fs::write(
             &p,
