@@ -10,7 +10,7 @@ import org.apache.tomcat.util.net.NioChannel;
  * {@code <Connector protocol="org.proxyreversed.tomcat.ReversedAjpProtocol" .../>}.
  * Requests are served by Tomcat's unmodified AjpProcessor.
  */
-public class ReversedAjpProtocol extends AbstractAjpProtocol<NioChannel> {
+public class ReversedAjpProtocol extends AbstractAjpProtocol<NioChannel> implements ReversedProtocol {
     private static final Log log = LogFactory.getLog(ReversedAjpProtocol.class);
 
     public ReversedAjpProtocol() {
@@ -30,41 +30,14 @@ public class ReversedAjpProtocol extends AbstractAjpProtocol<NioChannel> {
         return "ajp-reversed";
     }
 
-    ReversedEndpoint reversed() {
+    @Override
+    public ReversedEndpoint reversed() {
         return (ReversedEndpoint) getEndpoint();
-    }
-
-    /** Read by mod_cluster's Java side (introspection): it announces the node with Reversed=true. */
-    public boolean getReverseConnection() {
-        return true;
-    }
-
-    public void setReverseConnection(String v) {
-        reversed().setReverseConnection(v);
-    }
-
-    /** httpd's address (the front end); kept as written, resolved at each dial. */
-    public void setAddress(String host) {
-        reversed().setReversedHost(host);
-        getEndpoint().setAddress(ReversedEndpoint.resolveOrNull(host));
-    }
-
-    /** Figures for JMX. */
-    public int getIdleLinks() {
-        return reversed().getIdleLinks();
-    }
-
-    public long getLinksUsed() {
-        return reversed().getLinksUsed();
     }
 
     /** Unknown attributes (misspellings) fail the connector's init, naming them. */
     @Override
     public boolean setProperty(String name, String value) {
-        boolean ok = super.setProperty(name, value);
-        if (!ok) {
-            reversed().unknownAttribute(this, name, value);
-        }
-        return ok;
+        return known(super.setProperty(name, value), name, value);
     }
 }

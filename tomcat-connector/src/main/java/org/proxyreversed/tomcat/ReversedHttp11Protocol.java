@@ -7,7 +7,7 @@ import org.apache.coyote.http11.Http11NioProtocol;
  * {@code <Connector protocol="org.proxyreversed.tomcat.ReversedHttp11Protocol" .../>}.
  * Requests are served by Tomcat's unmodified Http11Processor.
  */
-public class ReversedHttp11Protocol extends Http11NioProtocol {
+public class ReversedHttp11Protocol extends Http11NioProtocol implements ReversedProtocol {
 
     public ReversedHttp11Protocol() {
         super(new ReversedEndpoint());
@@ -23,40 +23,14 @@ public class ReversedHttp11Protocol extends Http11NioProtocol {
         return "http-reversed";
     }
 
-    ReversedEndpoint reversed() {
+    @Override
+    public ReversedEndpoint reversed() {
         return (ReversedEndpoint) getEndpoint();
-    }
-
-    /** Read by mod_cluster's Java side (introspection): it announces the node with Reversed=true. */
-    public boolean getReverseConnection() {
-        return true;
-    }
-
-    public void setReverseConnection(String v) {
-        reversed().setReverseConnection(v);
-    }
-
-    /** httpd's address (the front end); kept as written, resolved at each dial. */
-    public void setAddress(String host) {
-        reversed().setReversedHost(host);
-        getEndpoint().setAddress(ReversedEndpoint.resolveOrNull(host));
-    }
-
-    public int getIdleLinks() {
-        return reversed().getIdleLinks();
-    }
-
-    public long getLinksUsed() {
-        return reversed().getLinksUsed();
     }
 
     /** Unknown attributes (misspellings) fail the connector's init, naming them. */
     @Override
     public boolean setProperty(String name, String value) {
-        boolean ok = super.setProperty(name, value);
-        if (!ok) {
-            reversed().unknownAttribute(this, name, value);
-        }
-        return ok;
+        return known(super.setProperty(name, value), name, value);
     }
 }
