@@ -49,21 +49,9 @@ fn html(child: &Child, slots: &[&Slot], refresh_s: u32) -> String {
     o.push_str("<h2>Nodes</h2>\n<table id=\"nodes\">\n<tr><th class=\"name\">node</th><th class=\"name\">worker</th><th class=\"name\">range</th><th>children bound</th><th>idle</th><th>busy</th><th>accepted</th><th>rejected</th><th>retired</th><th>ping failed</th><th>waited</th><th>503</th></tr>\n");
     for n in &totals {
         let cls = if n.idle == 0 { " class=\"warn\"" } else { "" };
-        o.push_str(&format!(
-            "<tr{cls} data-node=\"{0}\"><td class=\"name\">{0}</td><td class=\"name\">{1}</td><td class=\"name\">{2}</td><td>{3}</td><td class=\"idle\">{4}</td><td class=\"busy\">{5}</td><td>{6}</td><td>{7}</td><td>{8}</td><td>{9}</td><td>{10}</td><td class=\"unavailable\">{11}</td></tr>\n",
-            escape_html(&n.name),
-            escape_html(&n.worker),
-            escape_html(&n.range),
-            n.bound_children,
-            n.idle,
-            n.busy,
-            n.accepted,
-            n.rejected(),
-            n.retired(),
-            n.ping_failed,
-            n.waited,
-            n.unavailable
-        ));
+        let cells =
+            td_cells(&node_cells(n), &["name", "name", "name", "", "idle", "busy", "", "", "", "", "", "unavailable"]);
+        o.push_str(&format!("<tr{cls} data-node=\"{}\">{cells}</tr>\n", escape_html(&n.name)));
     }
     o.push_str("</table>\n<h2>Per child</h2>\n<table id=\"children\">\n<tr><th>pid</th><th class=\"name\">node</th><th>port</th><th>idle</th><th>busy</th><th>accepted</th><th>rejected</th><th>retired</th><th>ping failed</th></tr>\n");
     for s in slots {
@@ -280,23 +268,40 @@ pub fn mod_status(child: &Child, short: bool) -> String {
          <th>Retired</th><th>Ping failed</th><th>Waited</th><th>503</th></tr>\n",
     );
     for n in &nodes {
-        out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape_html(&n.name),
-            escape_html(&n.worker),
-            escape_html(&n.range),
-            n.bound_children,
-            n.idle,
-            n.busy,
-            n.accepted,
-            n.rejected(),
-            n.retired(),
-            n.ping_failed,
-            n.waited,
-            n.unavailable
-        ));
+        out.push_str(&format!("<tr>{}</tr>\n", td_cells(&node_cells(n), &[])));
     }
     out.push_str("</table>\n");
     out
+}
+
+/// A node's values in the column order of both HTML tables (the status page's
+/// and mod_status's): node, worker, range, children bound, idle, busy,
+/// accepted, rejected, retired, ping failed, waited, 503. Escaped.
+fn node_cells(n: &crate::metrics::NodeSnap) -> [String; 12] {
+    [
+        escape_html(&n.name),
+        escape_html(&n.worker),
+        escape_html(&n.range),
+        n.bound_children.to_string(),
+        n.idle.to_string(),
+        n.busy.to_string(),
+        n.accepted.to_string(),
+        n.rejected().to_string(),
+        n.retired().to_string(),
+        n.ping_failed.to_string(),
+        n.waited.to_string(),
+        n.unavailable.to_string(),
+    ]
+}
+
+/// `<td>` cells; a non-empty `classes[i]` becomes cell i's class.
+fn td_cells(cells: &[String], classes: &[&str]) -> String {
+    cells
+        .iter()
+        .enumerate()
+        .map(|(i, c)| match classes.get(i) {
+            Some(k) if !k.is_empty() => format!("<td class=\"{k}\">{c}</td>"),
+            _ => format!("<td>{c}</td>"),
+        })
+        .collect()
 }
