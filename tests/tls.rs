@@ -613,18 +613,7 @@ impl HttpsTomcat {
 "#
         );
         std::fs::write(base.join("conf/server.xml"), server_xml).unwrap();
-        let home = Path::new(TOMCAT_HOME);
-        let web = [home.join("etc/web.xml"), PathBuf::from("/etc/tomcat10/web.xml")]
-            .into_iter()
-            .find(|p| p.exists())
-            .expect("tomcat10 web.xml");
-        std::fs::copy(web, base.join("conf/web.xml")).unwrap();
-        for f in ["catalina.properties", "context.xml", "logging.properties"] {
-            let src = home.join("etc").join(f);
-            if src.exists() {
-                std::fs::copy(&src, base.join("conf").join(f)).unwrap();
-            }
-        }
+        copy_tomcat_conf(&base);
         let root = base.join("webapps/ROOT");
         std::fs::write(root.join("hello.txt"), TOMCAT_HELLO_TXT).unwrap();
         std::fs::write(root.join("echo.jsp"), tomcat::ECHO_JSP).unwrap();
@@ -637,6 +626,7 @@ impl HttpsTomcat {
         let java_home = java.parent().and_then(Path::parent).unwrap().to_path_buf();
         let out = std::fs::File::create(base.join("logs/console.log")).unwrap();
         use std::os::unix::process::CommandExt;
+        let home = Path::new(TOMCAT_HOME);
         let child = Command::new(home.join("bin/catalina.sh"))
             .arg("run")
             .env("CATALINA_HOME", TOMCAT_HOME)

@@ -131,15 +131,7 @@ impl ReversedTomcat {
 "#
         );
         fs::write(base.join("conf/server.xml"), server_xml).unwrap();
-        let etc_web = [Path::new(TOMCAT_HOME).join("etc/web.xml"), PathBuf::from("/etc/tomcat10/web.xml")];
-        let web = etc_web.iter().find(|p| p.exists()).expect("tomcat10 web.xml");
-        fs::copy(web, base.join("conf/web.xml")).unwrap();
-        for f in ["catalina.properties", "context.xml", "logging.properties"] {
-            let src = Path::new(TOMCAT_HOME).join("etc").join(f);
-            if src.exists() {
-                fs::copy(&src, base.join("conf").join(f)).unwrap();
-            }
-        }
+        copy_tomcat_conf(base);
         let root = base.join("webapps/ROOT");
         fs::write(root.join("hello.txt"), TOMCAT_HELLO_TXT).unwrap();
         fs::write(

@@ -78,15 +78,7 @@ impl Tomcat {
 "#
         );
         fs::write(base.join("conf/server.xml"), server_xml).unwrap();
-        let etc_web = [Path::new(TOMCAT_HOME).join("etc/web.xml"), PathBuf::from("/etc/tomcat10/web.xml")];
-        let web = etc_web.iter().find(|p| p.exists()).expect("tomcat10 web.xml");
-        fs::copy(web, base.join("conf/web.xml")).unwrap();
-        for f in ["catalina.properties", "context.xml", "logging.properties"] {
-            let src = Path::new(TOMCAT_HOME).join("etc").join(f);
-            if src.exists() {
-                fs::copy(&src, base.join("conf").join(f)).unwrap();
-            }
-        }
+        copy_tomcat_conf(base);
         fs::write(base.join("webapps/ROOT/hello.txt"), TOMCAT_HELLO_TXT).unwrap();
         fs::write(
             base.join("webapps/ROOT/hello.jsp"),
@@ -145,6 +137,21 @@ impl Drop for Tomcat {
         stop_child(&mut self.child, Duration::from_secs(10));
         if std::thread::panicking() {
             eprintln!("=== tomcat log tail ===\n{}", tail(&self.log(), 8000));
+        }
+    }
+}
+
+/// Debian tomcat10's configuration files a private CATALINA_BASE needs beside
+/// its own server.xml: web.xml (from CATALINA_HOME/etc or /etc/tomcat10),
+/// and catalina.properties, context.xml, logging.properties where present.
+pub fn copy_tomcat_conf(base: &Path) {
+    let etc_web = [Path::new(TOMCAT_HOME).join("etc/web.xml"), PathBuf::from("/etc/tomcat10/web.xml")];
+    let web = etc_web.iter().find(|p| p.exists()).expect("tomcat10 web.xml");
+    fs::copy(web, base.join("conf/web.xml")).unwrap();
+    for f in ["catalina.properties", "context.xml", "logging.properties"] {
+        let src = Path::new(TOMCAT_HOME).join("etc").join(f);
+        if src.exists() {
+            fs::copy(&src, base.join("conf").join(f)).unwrap();
         }
     }
 }
