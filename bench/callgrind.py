@@ -62,31 +62,6 @@ ProxyPass "/f/" "http://127.0.0.1:{BACKEND}/"
     return c
 
 
-def module_ir(path):
-    """Instructions spent in the module's own code (self cost, every function of its object)."""
-    out = subprocess.run(["callgrind_annotate", "--threshold=100", path], capture_output=True, text=True).stdout
-    total = 0
-    for line in out.splitlines():
-        if "libmod_proxy_reversed.so]" in line:
-            try:
-                total += int(line.split()[0].replace(",", ""))
-            except ValueError:
-                pass
-    return total
-
-
-def ir_total(path):
-    """The `totals:` Ir of a callgrind output file (its header's `summary:` may be 0)."""
-    total = None
-    with open(path) as f:
-        for line in f:
-            if line.startswith("totals:"):
-                total = int(line.split()[1])
-    if total is None:
-        raise SystemExit(f"no totals in {path}")
-    return total
-
-
 def one(label, with_module):
     rundir = C.make_rundir(f"callgrind-{label}")
     C.write_secret(f"{rundir}/r.secret")
@@ -125,7 +100,7 @@ def one(label, with_module):
         if agent:
             C.stop_agent(agent)
         C.stop_proc(p, timeout=60)
-    return ir_total(out) / N, module_ir(out) / N
+    return C.callgrind_total(out) / N, C.callgrind_module_ir(out) / N
 
 
 def main():

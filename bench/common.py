@@ -458,3 +458,28 @@ def save_json(name, data):
         f.write("\n")
     os.replace(path + ".tmp", path)
     return path
+
+
+def callgrind_module_ir(path):
+    """Instructions spent in the module's own code (self cost, every function of its object)."""
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", path], capture_output=True, text=True).stdout
+    total = 0
+    for line in out.splitlines():
+        if "libmod_proxy_reversed.so]" in line:
+            try:
+                total += int(line.split()[0].replace(",", ""))
+            except ValueError:
+                pass
+    return total
+
+
+def callgrind_total(path):
+    """The `totals:` Ir of a callgrind output file (its header's `summary:` may be 0)."""
+    total = None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:"):
+                total = int(line.split()[1])
+    if total is None:
+        raise SystemExit(f"no totals in {path}")
+    return total

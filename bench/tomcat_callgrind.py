@@ -50,19 +50,6 @@ def conf_first(rundir, path):
     return "".join(rest[:at] + mine + rest[at:])
 
 
-def module_ir(path):
-    """Self cost of every function in the module's object (mod_proxy_reversed)."""
-    out = subprocess.run(["callgrind_annotate", "--threshold=100", path], capture_output=True, text=True).stdout
-    total = 0
-    for line in out.splitlines():
-        if "libmod_proxy_reversed.so]" in line:
-            try:
-                total += int(line.split()[0].replace(",", ""))
-            except ValueError:
-                pass
-    return total
-
-
 def one(rundir, label, path, node, jvm_pids):
     out = f"{rundir}/callgrind-{label}.out"
     conf = f"{rundir}/httpd-{label}.conf"
@@ -100,12 +87,7 @@ def one(rundir, label, path, node, jvm_pids):
     finally:
         C.stop_proc(p, timeout=60)
         C.unregister(p)
-    total = None
-    with open(out) as f:
-        for line in f:
-            if line.startswith("totals:"):
-                total = int(line.split()[1])
-    return total / N, 1e6 * tc / N, module_ir(out) / N
+    return C.callgrind_total(out) / N, 1e6 * tc / N, C.callgrind_module_ir(out) / N
 
 
 def main():
