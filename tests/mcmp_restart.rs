@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::load::{graceful_rounds, Load, LoadOpts};
+use common::load::{graceful_rounds_under_load, LoadOpts};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -100,14 +100,14 @@ fn restarts_keep_registrations(mpm: Mpm) {
         (0..20).map(|i| get_with(&c, &h.url(&format!("/app/ka{i}"))).map(|r| r.status).unwrap_or(0)).collect();
     assert!(v.iter().all(|&s| s == 200), "before the restart: {v:?}");
 
-    let load = Load::start(
+    let (rep, took, via_k) = graceful_rounds_under_load(
+        &h,
+        "node1",
+        2,
         vec![h.url("/app/load/a")],
         LoadOpts { threads: 3, duration: Duration::from_secs(120), ..Default::default() },
+        Duration::from_millis(300),
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let (took, via_k) = graceful_rounds(&h, "node1", 2);
-    std::thread::sleep(Duration::from_millis(300));
-    let rep = load.stop();
     let fails: Vec<_> = rep.failures().into_iter().take(10).cloned().collect();
     eprintln!(
         "{}: 2 graceful restarts ({via_k} by -k graceful): {}; new generation idle after {took:?}",

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::load::{graceful_rounds, kill9_children_under_load, Load, LoadOpts};
+use common::load::{graceful_rounds_under_load, kill9_children_under_load, Load, LoadOpts};
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -44,18 +44,18 @@ fn graceful_restarts_under_load(mpm: Mpm, rounds: usize) {
     let _a = AgentArgs::respond(&ajp.name, Some(&secret), &ajp.range()).idle(idle).spawn(Some(h.dir()));
     wait_all_idle(&h, &["ajp1"], Duration::from_secs(15));
 
-    let load = Load::start(
+    let (rep, took, via_k) = graceful_rounds_under_load(
+        &h,
+        "ajp1",
+        rounds,
         vec![ajp.url_on(&h, "load/a"), ajp.url_on(&h, "sleep/20")],
         LoadOpts {
             threads: if mpm == Mpm::Prefork { 4 } else { 6 },
             duration: Duration::from_secs(300),
             ..Default::default()
         },
+        Duration::from_millis(500),
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let (took, via_k) = graceful_rounds(&h, "ajp1", rounds);
-    std::thread::sleep(Duration::from_millis(500));
-    let rep = load.stop();
     let fails: Vec<_> = rep.failures().into_iter().take(10).cloned().collect();
     figure(
         &format!("graceful-{}", mpm.name()),

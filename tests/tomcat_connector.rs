@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::load::{graceful_rounds, kill9_children_under_load, Load, LoadOpts};
+use common::load::{graceful_rounds_under_load, kill9_children_under_load, LoadOpts};
 use common::tomcat::*;
 use common::*;
 use std::time::{Duration, Instant};
@@ -388,18 +388,18 @@ fn graceful_restarts_under_load(mpm: Mpm, rounds: usize) {
     wait_all_idle(&h, &["tc-graceful"], Duration::from_secs(20));
     let sleep_url = node.url_on(&h, "sleep.jsp?ms=20");
     assert_eq!(get_with(&client(Duration::from_secs(60)), &sleep_url).unwrap().status, 200, "sleep.jsp compiles");
-    let load = Load::start(
+    let (rep, took, _) = graceful_rounds_under_load(
+        &h,
+        "tc-graceful",
+        rounds,
         vec![node.url_on(&h, "hello.txt"), sleep_url],
         LoadOpts {
             threads: if mpm == Mpm::Prefork { 4 } else { 6 },
             duration: Duration::from_secs(300),
             ..Default::default()
         },
+        Duration::from_millis(500),
     );
-    std::thread::sleep(Duration::from_millis(500));
-    let (took, _) = graceful_rounds(&h, "tc-graceful", rounds);
-    std::thread::sleep(Duration::from_millis(500));
-    let rep = load.stop();
     let fails: Vec<_> = rep.failures().into_iter().take(10).cloned().collect();
     figure(
         &format!("tomcat-connector-graceful-{}", mpm.name()),

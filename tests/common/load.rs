@@ -276,3 +276,21 @@ pub fn graceful_rounds(h: &super::Httpd, node: &str, rounds: usize) -> (Vec<Dura
     }
     (took, via_k)
 }
+
+/// `graceful_rounds` while a load (`urls`, `o`) runs, with `settle` of load
+/// before the first restart and after the last: the load's report, and what
+/// `graceful_rounds` returns.
+pub fn graceful_rounds_under_load(
+    h: &super::Httpd,
+    node: &str,
+    rounds: usize,
+    urls: Vec<String>,
+    o: LoadOpts,
+    settle: Duration,
+) -> (Report, Vec<Duration>, usize) {
+    let load = Load::start(urls, o);
+    std::thread::sleep(settle);
+    let (took, via_k) = graceful_rounds(h, node, rounds);
+    std::thread::sleep(settle);
+    (load.stop(), took, via_k)
+}
