@@ -237,7 +237,7 @@ void prx_each_worker(server_rec *main_s, int which, prx_worker_fn fn, void *bato
 /* An https:// worker: mod_proxy_http runs mod_ssl's TLS client over its connections. */
 static int prx_tls_worker(proxy_worker *w)
 {
-    return (w->s->scheme[0] == 'h' || w->s->scheme[0] == 'H') && strcasecmp(w->s->scheme, "https") == 0;
+    return strcasecmp(w->s->scheme, "https") == 0;
 }
 
 static int prx_check_one(proxy_worker *w, proxy_server_conf *conf, server_rec *s, void *baton)
